@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds the servers of the local control plane from their pinned Go modules
+# (go/*/go.mod) into a cache outside the clone, keyed by version:
+#   $GOLFTRACKER_CACHE/bin/<name>-<version>   (default ~/.cache/golftracker)
+# A binary already in the cache is reused. PostgreSQL comes from apt instead
+# (see ../xtask, `ensure_system_packages`). Cold build on 2 cores: minutes each.
+#   build-servers.sh            build everything missing
+#   build-servers.sh --print    print "name path" for each binary, build nothing
+#   build-servers.sh NAME...    build only these (etcd kube-apiserver kubectl minio vault)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${GOLFTRACKER_CACHE:-$HOME/.cache/golftracker}
+bin="$cache/bin"
+mkdir -p "$bin"
+
+# name  go-module-dir  package  version
+servers=(
+  "etcd           kube   go.etcd.io/etcd/server/v3                v3.6.8"
+  "kube-apiserver kube   k8s.io/kubernetes/cmd/kube-apiserver     v1.36.3"
+  "kubectl        kube   k8s.io/kubernetes/cmd/kubectl            v1.36.3"
+  "minio          minio  github.com/minio/minio                   RELEASE.2026-02-12"
+  "vault          vault  github.com/hashicorp/vault               v1.21.4"
+)
+
+print_only=false
+wanted=()
+for a in "$@"; do
+  case "$a" in
+    --print) print_only=true ;;
+    *) wanted+=("$a") ;;
+  esac
+done
+
+for line in "${servers[@]}"; do
+  read -r name dir pkg version <<<"$line"
+  if [ ${#wanted[@]} -gt 0 ] && [[ ! " ${wanted[*]} " == *" $name "* ]]; then continue; fi
+  out="$bin/$name-$version"
+  if $print_only; then echo "$name $out"; continue; fi
+  if [ -x "$out" ]; then echo "[servers] $name $version: cached ($out)"; continue; fi
+  echo "[servers] building $name $version from $pkg (first time only; several minutes on 2 cores)..."
+  start=$(date +%s)
+  (cd "$here/go/$dir" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$out.partial" "$pkg")
+  mv "$out.partial" "$out"
+  echo "[servers] built $name in $(( $(date +%s) - start ))s"
+done
