@@ -1,0 +1,158 @@
+//! Golden test: the candle BlazePose against the official TFLite runtime
+//! (LiteRT, `tests/reference/litert_reference.py`) on the same input tensors,
+//! cut by our pipeline from a real photo (`samples.jpg`, `cargo xtask models`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::Tensor;
+
+use super::blazepose::{BlazePose, RotatedRect, crop};
+use crate::frame::Frame;
+
+/// Where `cargo xtask models` puts the model set (`GOLFTRACKER_MODELS_DIR` overrides).
+fn models_dir() -> PathBuf {
+    std::env::var_os("GOLFTRACKER_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME is set");
+            PathBuf::from(home).join(".cache/golftracker/models/blazepose-0.5.1675469404-v1")
+        })
+}
+
+fn reference_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference")
+}
+
+/// The LiteRT venv's python, created by `setup.sh` if missing.
+fn litert_python() -> String {
+    let out = Command::new("bash")
+        .arg(reference_dir().join("setup.sh"))
+        .output()
+        .expect("run setup.sh");
+    assert!(
+        out.status.success(),
+        "LiteRT setup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8 path")
+        .trim()
+        .to_string()
+}
+
+/// Runs the official runtime on `input`; returns its outputs by TFLite name.
+fn litert(model: &Path, input: &Tensor, scratch: &Path) -> Vec<(String, Tensor)> {
+    let (input_path, output_path) = (scratch.join("input.npy"), scratch.join("output.npz"));
+    input.write_npy(&input_path).expect("write input");
+    let out = Command::new(litert_python())
+        .arg(reference_dir().join("litert_reference.py"))
+        .args([model, &input_path, &output_path])
+        .output()
+        .expect("run litert_reference.py");
+    assert!(
+        out.status.success(),
+        "LiteRT failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Tensor::read_npz(&output_path).expect("read LiteRT outputs")
+}
+
+fn output(outputs: &[(String, Tensor)], name: &str) -> Vec<f32> {
+    let (_, t) = outputs
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no LiteRT output {name}"));
+    t.flatten_all()
+        .and_then(|t| t.to_vec1())
+        .expect("f32 output")
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The standing woman in the fifth tile of the top row of samples.jpg.
+fn golden_frame(dir: &Path) -> Frame {
+    let path = dir.join("golden/samples.jpg");
+    let image = image::open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask models`)", path.display()));
+    let tile = image.crop_imm(642, 0, 146, 158).to_rgb8();
+    Frame {
+        index: 0,
+        time_s: 0.0,
+        width: tile.width(),
+        height: tile.height(),
+        rgb: tile.into_raw(),
+    }
+}
+
+#[test]
+fn blazepose_matches_litert_on_a_real_photo() {
+    let dir = models_dir();
+    let weights = std::fs::read(dir.join("blazepose_full.safetensors"))
+        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask models`)", dir.display()));
+    let model = BlazePose::from_safetensors(&weights).expect("load weights");
+    let frame = golden_frame(&dir);
+    let scratch = tempfile::tempdir().expect("temp dir");
+
+    // Detector, on the letterboxed frame.
+    let side = frame.width.max(frame.height) as f32;
+    let window = RotatedRect {
+        cx: frame.width as f32 / 2.0,
+        cy: frame.height as f32 / 2.0,
+        width: side,
+        height: side,
+        rotation: 0.0,
+    };
+    let input = crop(&frame, window, 224, (-1.0, 1.0)).expect("detector input");
+    let (boxes, scores) = model.run_detector(input.clone()).expect("candle detector");
+    let reference = litert(&dir.join("detector.tflite"), &input, scratch.path());
+    let box_error = max_abs_diff(&boxes, &output(&reference, "Identity"));
+    let score_error = max_abs_diff(&scores, &output(&reference, "Identity_1"));
+    eprintln!("detector: max |Δ| boxes {box_error:.2e} px, score logits {score_error:.2e}");
+    assert!(box_error < 1e-2 && score_error < 1e-2);
+
+    // Landmark model, on the crop the detector's person gives.
+    let rect = model
+        .detect(&frame, None)
+        .expect("detect")
+        .expect("the detector finds the person");
+    let input = crop(&frame, rect, 256, (0.0, 1.0)).expect("landmark input");
+    let (landmarks, presence) = model
+        .run_landmarks(input.clone())
+        .expect("candle landmarks");
+    let reference = litert(&dir.join("landmark.tflite"), &input, scratch.path());
+    let expected = output(&reference, "Identity");
+    let xy = |v: &[f32]| -> Vec<f32> { v.chunks_exact(5).flat_map(|l| [l[0], l[1]]).collect() };
+    let xy_error = max_abs_diff(&xy(&landmarks), &xy(&expected));
+    let all_error = max_abs_diff(&landmarks, &expected);
+    let presence_error = (presence - output(&reference, "Identity_1")[0]).abs();
+    eprintln!(
+        "landmarks: max |Δ| x/y {xy_error:.2e} px, all 195 values {all_error:.2e}, presence {presence_error:.2e}"
+    );
+    assert!(
+        xy_error < 1e-2,
+        "landmarks differ from LiteRT by {xy_error} px"
+    );
+    assert!(all_error < 1e-2 && presence_error < 1e-3);
+
+    // And the pose is the person's: present, nose above the hips, inside the tile.
+    assert!(presence > 0.5, "presence {presence}");
+    let mut estimator = model;
+    let pose = super::PoseEstimator::estimate(&mut estimator, &frame, None)
+        .expect("estimate")
+        .expect("a pose");
+    let (nose, hip) = (
+        pose.joint(super::Joint::Nose),
+        pose.joint(super::Joint::LeftHip),
+    );
+    assert!(nose.y < hip.y, "nose {nose:?} above hip {hip:?}");
+    assert!(
+        (0.0..frame.width as f32).contains(&nose.x) && (0.0..frame.height as f32).contains(&nose.y)
+    );
+}

@@ -1,0 +1,628 @@
+//! A TFLite model converted by `cargo xtask models`, run natively in candle.
+//!
+//! The safetensors file holds the model's constant tensors (`{model}/t{id}`, TFLite
+//! layouts, f32) and its operator list as JSON (metadata key `model`, format
+//! documented in `xtask/src/models.rs`). Activations are candle tensors in
+//! NHWC; 1×1 convolutions are matmuls, k×k ones im2col + matmul, depthwise
+//! convolutions and the other spatial ops the kernels in [`super::kernels`],
+//! and an explicit PAD feeding a VALID convolution is folded into it.
+
+use std::collections::{HashMap, HashSet};
+
+use candle_core::{CpuStorage, Device, InplaceOp1, Layout, Storage, Tensor};
+use serde::Deserialize;
+
+use super::PoseError;
+use super::kernels::{self, Activation, Hwc, Window};
+
+/// The `model` metadata of a file made by `cargo xtask models`.
+#[derive(Deserialize)]
+pub struct ModelFile {
+    /// Model identifier for reports, e.g. `blazepose-full@0.5.1675469404`.
+    pub id: String,
+    graphs: HashMap<String, GraphSpec>,
+}
+
+impl ModelFile {
+    pub fn read(tensors_file: &[u8]) -> Result<Self, PoseError> {
+        let (_, metadata) =
+            safetensors::SafeTensors::read_metadata(tensors_file).map_err(weights_error)?;
+        let model = metadata
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("model"))
+            .ok_or_else(|| weights_error("no model metadata (made by `cargo xtask models`?)"))?;
+        serde_json::from_str(model).map_err(weights_error)
+    }
+}
+
+#[derive(Deserialize)]
+struct GraphSpec {
+    inputs: Vec<usize>,
+    outputs: HashMap<String, usize>,
+    ops: Vec<OpSpec>,
+}
+
+#[derive(Deserialize)]
+struct OpSpec {
+    inputs: Vec<usize>,
+    output: usize,
+    shape: Vec<usize>,
+    #[serde(flatten)]
+    kind: OpKind,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum PaddingSpec {
+    Same,
+    Valid,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum OpKind {
+    #[serde(rename = "conv_2d")]
+    Conv2d {
+        stride: [usize; 2],
+        padding: PaddingSpec,
+        activation: Activation,
+    },
+    #[serde(rename = "depthwise_conv_2d")]
+    DepthwiseConv2d {
+        stride: [usize; 2],
+        padding: PaddingSpec,
+        activation: Activation,
+    },
+    #[serde(rename = "max_pool_2d")]
+    MaxPool2d {
+        stride: [usize; 2],
+        filter: [usize; 2],
+        padding: PaddingSpec,
+        activation: Activation,
+    },
+    Add {
+        activation: Activation,
+    },
+    Concatenation {
+        axis: i64,
+        activation: Activation,
+    },
+    ResizeBilinear {
+        align_corners: bool,
+        half_pixel_centers: bool,
+    },
+    DepthToSpace {
+        block_size: usize,
+    },
+    /// `[before, after]` per dimension, NHWC.
+    Pad {
+        pads: Vec<usize>,
+    },
+    Reshape,
+    Logistic,
+}
+
+/// Where a convolution's zero padding comes from.
+#[derive(Debug, Clone, Copy)]
+enum Padding {
+    /// TFLite SAME: computed from the input size.
+    Same,
+    /// Fixed top/left padding (VALID, or a folded PAD op).
+    Fixed { top: usize, left: usize },
+}
+
+enum Layer {
+    /// Weights as the `[kh*kw*cin, cout]` matrix of the matmul.
+    Conv {
+        weights: Tensor,
+        bias: Vec<f32>,
+        kernel: [usize; 2],
+        stride: usize,
+        padding: Padding,
+        activation: Activation,
+    },
+    /// Weights `[kh][kw][c]`.
+    Depthwise {
+        weights: Vec<f32>,
+        bias: Vec<f32>,
+        kernel: [usize; 2],
+        stride: usize,
+        padding: Padding,
+        activation: Activation,
+    },
+    MaxPool {
+        kernel: [usize; 2],
+        stride: usize,
+        padding: Padding,
+        activation: Activation,
+    },
+    Add {
+        activation: Activation,
+    },
+    Concat {
+        axis: usize,
+        activation: Activation,
+    },
+    Resize {
+        align_corners: bool,
+        half_pixel_centers: bool,
+    },
+    DepthToSpace {
+        block: usize,
+    },
+    Pad {
+        pads: Vec<usize>,
+    },
+    Reshape,
+    Logistic,
+}
+
+struct Node {
+    layer: Layer,
+    inputs: Vec<usize>,
+    output: usize,
+    shape: Vec<usize>,
+    /// Activations no later node reads, dropped after this one to bound memory.
+    release: Vec<usize>,
+}
+
+/// A converted model, pruned to the outputs asked for at load time.
+pub struct Graph {
+    nodes: Vec<Node>,
+    input: usize,
+    outputs: Vec<(String, usize)>,
+}
+
+fn weights_error(e: impl std::fmt::Display) -> PoseError {
+    PoseError::Weights(e.to_string())
+}
+
+fn inference_error(e: impl std::fmt::Display) -> PoseError {
+    PoseError::Inference(e.to_string())
+}
+
+impl Graph {
+    /// Loads `model` (`landmark` or `detector`) from a converted file's
+    /// `tensors`, keeping only the ops needed for the `wanted` outputs (TFLite names).
+    pub fn load(
+        file: &ModelFile,
+        tensors: &safetensors::SafeTensors,
+        model: &str,
+        wanted: &[&str],
+    ) -> Result<Self, PoseError> {
+        let spec = file
+            .graphs
+            .get(model)
+            .ok_or_else(|| weights_error(format!("no {model} graph in the weights")))?;
+        let constant = |id: usize| -> Result<(Vec<f32>, Vec<usize>), PoseError> {
+            let view = tensors
+                .tensor(&format!("{model}/t{id}"))
+                .map_err(weights_error)?;
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            Ok((values, view.shape().to_vec()))
+        };
+        let is_constant = |id: usize| tensors.tensor(&format!("{model}/t{id}")).is_ok();
+
+        let outputs = wanted
+            .iter()
+            .map(|name| {
+                spec.outputs
+                    .get(*name)
+                    .map(|&id| (name.to_string(), id))
+                    .ok_or_else(|| weights_error(format!("model has no output {name}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let input = *spec
+            .inputs
+            .first()
+            .ok_or_else(|| weights_error("model has no input"))?;
+
+        // Keep the ops the wanted outputs depend on.
+        let mut needed: HashSet<usize> = outputs.iter().map(|(_, id)| *id).collect();
+        let mut keep = vec![false; spec.ops.len()];
+        for (index, op) in spec.ops.iter().enumerate().rev() {
+            if needed.contains(&op.output) {
+                keep[index] = true;
+                needed.extend(op.inputs.iter().copied());
+            }
+        }
+
+        let consumers = |id: usize| {
+            spec.ops
+                .iter()
+                .zip(&keep)
+                .filter(|(op, kept)| **kept && op.inputs.contains(&id))
+                .count()
+        };
+        let mut folded_pads: HashMap<usize, (usize, [usize; 2])> = HashMap::new();
+        let mut nodes = Vec::new();
+        for (op, _) in spec.ops.iter().zip(&keep).filter(|(_, kept)| **kept) {
+            let activations: Vec<usize> = op
+                .inputs
+                .iter()
+                .copied()
+                .filter(|&id| !is_constant(id))
+                .collect();
+            let mut inputs = activations.clone();
+            let fixed_or_same = |padding: PaddingSpec, inputs: &mut Vec<usize>| match padding {
+                PaddingSpec::Same => Padding::Same,
+                PaddingSpec::Valid => match folded_pads.get(&inputs[0]) {
+                    Some(&(source, [top, left])) => {
+                        inputs[0] = source;
+                        Padding::Fixed { top, left }
+                    }
+                    None => Padding::Fixed { top: 0, left: 0 },
+                },
+            };
+            let layer = match &op.kind {
+                OpKind::Conv2d {
+                    stride,
+                    padding,
+                    activation,
+                } => {
+                    let (w, shape) = constant(op.inputs[1])?;
+                    let (bias, _) = constant(op.inputs[2])?;
+                    let [cout, kh, kw, cin] = shape[..] else {
+                        return Err(weights_error("conv weights are not OHWI"));
+                    };
+                    let weights = Tensor::from_vec(w, (cout, kh * kw * cin), &Device::Cpu)
+                        .and_then(|t| t.t()?.contiguous())
+                        .map_err(weights_error)?;
+                    let padding = fixed_or_same(*padding, &mut inputs);
+                    square_stride(stride)?;
+                    Layer::Conv {
+                        weights,
+                        bias,
+                        kernel: [kh, kw],
+                        stride: stride[0],
+                        padding,
+                        activation: *activation,
+                    }
+                }
+                OpKind::DepthwiseConv2d {
+                    stride,
+                    padding,
+                    activation,
+                } => {
+                    let (weights, shape) = constant(op.inputs[1])?;
+                    let (bias, _) = constant(op.inputs[2])?;
+                    let [1, kh, kw, _] = shape[..] else {
+                        return Err(weights_error("depthwise multiplier is not 1"));
+                    };
+                    let padding = fixed_or_same(*padding, &mut inputs);
+                    square_stride(stride)?;
+                    Layer::Depthwise {
+                        weights,
+                        bias,
+                        kernel: [kh, kw],
+                        stride: stride[0],
+                        padding,
+                        activation: *activation,
+                    }
+                }
+                OpKind::MaxPool2d {
+                    stride,
+                    filter,
+                    padding,
+                    activation,
+                } => {
+                    square_stride(stride)?;
+                    let padding = fixed_or_same(*padding, &mut inputs);
+                    Layer::MaxPool {
+                        kernel: *filter,
+                        stride: stride[0],
+                        padding,
+                        activation: *activation,
+                    }
+                }
+                OpKind::Add { activation } => Layer::Add {
+                    activation: *activation,
+                },
+                OpKind::Concatenation { axis, activation } => {
+                    let axis = if *axis < 0 {
+                        op.shape.len() as i64 + axis
+                    } else {
+                        *axis
+                    } as usize;
+                    Layer::Concat {
+                        axis,
+                        activation: *activation,
+                    }
+                }
+                OpKind::ResizeBilinear {
+                    align_corners,
+                    half_pixel_centers,
+                } => Layer::Resize {
+                    align_corners: *align_corners,
+                    half_pixel_centers: *half_pixel_centers,
+                },
+                OpKind::DepthToSpace { block_size } => Layer::DepthToSpace { block: *block_size },
+                OpKind::Pad { pads } => {
+                    let spatial_only =
+                        pads.len() == 8 && pads[0..2] == [0, 0] && pads[6..8] == [0, 0];
+                    let foldable = spatial_only
+                        && consumers(op.output) == 1
+                        && !outputs.iter().any(|(_, id)| *id == op.output)
+                        && spec.ops.iter().zip(&keep).any(|(next, kept)| {
+                            *kept
+                                && next.inputs.first() == Some(&op.output)
+                                && matches!(
+                                    next.kind,
+                                    OpKind::Conv2d {
+                                        padding: PaddingSpec::Valid,
+                                        ..
+                                    } | OpKind::DepthwiseConv2d {
+                                        padding: PaddingSpec::Valid,
+                                        ..
+                                    }
+                                )
+                        });
+                    if foldable {
+                        folded_pads.insert(op.output, (activations[0], [pads[2], pads[4]]));
+                        continue;
+                    }
+                    Layer::Pad { pads: pads.clone() }
+                }
+                OpKind::Reshape => Layer::Reshape,
+                OpKind::Logistic => Layer::Logistic,
+            };
+            if inputs.len() != expected_inputs(&layer, inputs.len()) {
+                return Err(weights_error(
+                    "an operator has a constant where an activation is expected",
+                ));
+            }
+            nodes.push(Node {
+                layer,
+                inputs,
+                output: op.output,
+                shape: op.shape.clone(),
+                release: Vec::new(),
+            });
+        }
+
+        // Release each activation after its last reader (never the outputs).
+        let mut seen: HashSet<usize> = outputs.iter().map(|(_, id)| *id).collect();
+        for node in nodes.iter_mut().rev() {
+            node.release = node
+                .inputs
+                .iter()
+                .copied()
+                .filter(|id| seen.insert(*id))
+                .collect();
+        }
+        Ok(Self {
+            nodes,
+            input,
+            outputs,
+        })
+    }
+
+    /// Runs the graph on one NHWC input; returns the wanted outputs in the order asked for.
+    pub fn run(&self, input: Tensor) -> Result<Vec<Tensor>, PoseError> {
+        let mut values: HashMap<usize, Tensor> = HashMap::from([(self.input, input)]);
+        for node in &self.nodes {
+            let args = node
+                .inputs
+                .iter()
+                .map(|id| {
+                    values
+                        .get(id)
+                        .ok_or_else(|| inference_error(format!("tensor {id} not computed")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = node.forward(&args).map_err(inference_error)?;
+            for id in &node.release {
+                values.remove(id);
+            }
+            values.insert(node.output, out);
+        }
+        self.outputs
+            .iter()
+            .map(|(name, id)| {
+                values
+                    .remove(id)
+                    .ok_or_else(|| inference_error(format!("output {name} not computed")))
+            })
+            .collect()
+    }
+}
+
+fn square_stride(stride: &[usize; 2]) -> Result<(), PoseError> {
+    if stride[0] == stride[1] {
+        Ok(())
+    } else {
+        Err(weights_error("non-square strides are not supported"))
+    }
+}
+
+fn expected_inputs(layer: &Layer, given: usize) -> usize {
+    match layer {
+        Layer::Add { .. } => 2,
+        Layer::Concat { .. } => given.max(1),
+        _ => 1,
+    }
+}
+
+fn hwc(shape: &[usize]) -> candle_core::Result<Hwc> {
+    match shape {
+        [1, h, w, c] => Ok(Hwc {
+            h: *h,
+            w: *w,
+            c: *c,
+        }),
+        other => candle_core::bail!("expected an NHWC tensor with batch 1, got {other:?}"),
+    }
+}
+
+/// Runs `f` on the f32 data of a contiguous CPU tensor without copying it.
+fn with_data<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (storage, layout) = tensor.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
+        candle_core::bail!("pose graph: expected an f32 CPU tensor");
+    };
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::msg("non-contiguous tensor"))?;
+    Ok(f(&data[start..end]))
+}
+
+fn nhwc(data: Vec<f32>, shape: Hwc) -> candle_core::Result<Tensor> {
+    Tensor::from_vec(data, (1, shape.h, shape.w, shape.c), &Device::Cpu)
+}
+
+/// Adds a per-channel bias and applies the activation, in place on the matmul's output.
+struct BiasActivation<'a> {
+    bias: &'a [f32],
+    activation: Activation,
+}
+
+impl InplaceOp1 for BiasActivation<'_> {
+    fn name(&self) -> &'static str {
+        "bias-activation"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("bias-activation: not f32")
+        };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::msg("non-contiguous"))?;
+        for row in data[start..end].chunks_exact_mut(self.bias.len()) {
+            row.iter_mut().zip(self.bias).for_each(|(v, b)| *v += b);
+            self.activation.apply(row);
+        }
+        Ok(())
+    }
+}
+
+fn window(kernel: [usize; 2], stride: usize, padding: Padding, input: Hwc, output: Hwc) -> Window {
+    let same = |inp: usize, out: usize, k: usize| ((out - 1) * stride + k).saturating_sub(inp) / 2;
+    let (pad_top, pad_left) = match padding {
+        Padding::Same => (
+            same(input.h, output.h, kernel[0]),
+            same(input.w, output.w, kernel[1]),
+        ),
+        Padding::Fixed { top, left } => (top, left),
+    };
+    Window {
+        kh: kernel[0],
+        kw: kernel[1],
+        stride,
+        pad_top,
+        pad_left,
+    }
+}
+
+fn activate(tensor: Tensor, activation: Activation) -> candle_core::Result<Tensor> {
+    match activation {
+        Activation::None => Ok(tensor),
+        Activation::Relu => tensor.relu(),
+        Activation::Relu6 => tensor.clamp(0f32, 6f32),
+    }
+}
+
+impl Node {
+    fn forward(&self, args: &[&Tensor]) -> candle_core::Result<Tensor> {
+        let x = args[0];
+        match &self.layer {
+            Layer::Conv {
+                weights,
+                bias,
+                kernel,
+                stride,
+                padding,
+                activation,
+            } => {
+                let (input, output) = (hwc(x.dims())?, hwc(&self.shape)?);
+                let rows = output.h * output.w;
+                let columns = if *kernel == [1, 1] && *stride == 1 {
+                    x.reshape((rows, input.c))?
+                } else {
+                    let win = window(*kernel, *stride, *padding, input, output);
+                    let patches = with_data(x, |data| kernels::im2col(data, input, win, output))?;
+                    Tensor::from_vec(
+                        patches,
+                        (rows, kernel[0] * kernel[1] * input.c),
+                        &Device::Cpu,
+                    )?
+                };
+                let out = columns.matmul(weights)?;
+                out.inplace_op1(&BiasActivation {
+                    bias,
+                    activation: *activation,
+                })?;
+                out.reshape(self.shape.as_slice())
+            }
+            Layer::Depthwise {
+                weights,
+                bias,
+                kernel,
+                stride,
+                padding,
+                activation,
+            } => {
+                let (input, output) = (hwc(x.dims())?, hwc(&self.shape)?);
+                let win = window(*kernel, *stride, *padding, input, output);
+                let out = with_data(x, |data| {
+                    kernels::depthwise(data, input, weights, bias, win, output, *activation)
+                })?;
+                nhwc(out, output)
+            }
+            Layer::MaxPool {
+                kernel,
+                stride,
+                padding,
+                activation,
+            } => {
+                let (input, output) = (hwc(x.dims())?, hwc(&self.shape)?);
+                let win = window(*kernel, *stride, *padding, input, output);
+                nhwc(
+                    with_data(x, |data| {
+                        kernels::max_pool(data, input, win, output, *activation)
+                    })?,
+                    output,
+                )
+            }
+            Layer::Add { activation } => activate(x.add(args[1])?, *activation),
+            Layer::Concat { axis, activation } => activate(Tensor::cat(args, *axis)?, *activation),
+            Layer::Resize {
+                align_corners,
+                half_pixel_centers,
+            } => {
+                let (input, output) = (hwc(x.dims())?, hwc(&self.shape)?);
+                let out = with_data(x, |data| {
+                    kernels::resize_bilinear(
+                        data,
+                        input,
+                        output,
+                        *align_corners,
+                        *half_pixel_centers,
+                    )
+                })?;
+                nhwc(out, output)
+            }
+            Layer::DepthToSpace { block } => {
+                let input = hwc(x.dims())?;
+                nhwc(
+                    with_data(x, |data| kernels::depth_to_space(data, input, *block))?,
+                    hwc(&self.shape)?,
+                )
+            }
+            Layer::Pad { pads } => {
+                let mut out = x.clone();
+                for (dim, pair) in pads.chunks_exact(2).enumerate() {
+                    out = out.pad_with_zeros(dim, pair[0], pair[1])?;
+                }
+                out.contiguous()
+            }
+            Layer::Reshape => x.reshape(self.shape.as_slice()),
+            Layer::Logistic => (x.neg()?.exp()? + 1.0)?.recip(),
+        }
+    }
+}

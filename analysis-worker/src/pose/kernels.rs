@@ -1,0 +1,359 @@
+//! CPU kernels on NHWC (batch 1) slices for the ops candle 0.11 runs slowly or
+//! lacks: depthwise convolution (candle runs grouped convolutions one group at a
+//! time), im2col for the few k×k convolutions, max pooling, TFLite-exact
+//! bilinear resize and depth-to-space. Each is a pure function, rows in parallel.
+
+use rayon::prelude::*;
+
+/// Height, width and channels of an NHWC tensor with batch 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hwc {
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+}
+
+impl Hwc {
+    pub fn elements(self) -> usize {
+        self.h * self.w * self.c
+    }
+}
+
+/// Spatial window of a convolution or pooling: kernel, stride and the zero
+/// padding before the first row/column (TFLite SAME, or an explicit PAD folded in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+}
+
+impl Window {
+    /// Input coordinate of kernel tap `k` for output coordinate `o`, if inside `size`.
+    fn source(&self, o: usize, k: usize, pad: usize, size: usize) -> Option<usize> {
+        (o * self.stride + k).checked_sub(pad).filter(|&i| i < size)
+    }
+}
+
+/// Fused activation of TFLite ops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    None,
+    Relu,
+    Relu6,
+}
+
+impl Activation {
+    pub fn apply(self, values: &mut [f32]) {
+        match self {
+            Activation::None => {}
+            Activation::Relu => values.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Activation::Relu6 => values.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        }
+    }
+}
+
+/// Depthwise convolution (multiplier 1): `weights` is `[kh][kw][c]`, as TFLite stores it.
+pub fn depthwise(
+    input: &[f32],
+    shape: Hwc,
+    weights: &[f32],
+    bias: &[f32],
+    window: Window,
+    out_shape: Hwc,
+    activation: Activation,
+) -> Vec<f32> {
+    let c = shape.c;
+    let mut out = vec![0.0; out_shape.elements()];
+    let row_len = out_shape.w * c;
+    out.par_chunks_mut(row_len)
+        .enumerate()
+        .for_each(|(oy, row)| {
+            for pixel in row.chunks_exact_mut(c) {
+                pixel.copy_from_slice(bias);
+            }
+            for ky in 0..window.kh {
+                let Some(iy) = window.source(oy, ky, window.pad_top, shape.h) else {
+                    continue;
+                };
+                let input_row = &input[iy * shape.w * c..(iy + 1) * shape.w * c];
+                for kx in 0..window.kw {
+                    let tap = &weights[(ky * window.kw + kx) * c..][..c];
+                    for (ox, pixel) in row.chunks_exact_mut(c).enumerate() {
+                        let Some(ix) = window.source(ox, kx, window.pad_left, shape.w) else {
+                            continue;
+                        };
+                        let source = &input_row[ix * c..(ix + 1) * c];
+                        for ((o, &x), &w) in pixel.iter_mut().zip(source).zip(tap) {
+                            *o += x * w;
+                        }
+                    }
+                }
+            }
+            activation.apply(row);
+        });
+    out
+}
+
+/// Patches of a k×k convolution as rows `[oy*ow+ox][ky][kx][c]` (zero outside
+/// the input), so the convolution becomes one matmul with OHWI weights.
+pub fn im2col(input: &[f32], shape: Hwc, window: Window, out_shape: Hwc) -> Vec<f32> {
+    let patch = window.kh * window.kw * shape.c;
+    let mut out = vec![0.0; out_shape.h * out_shape.w * patch];
+    out.par_chunks_mut(out_shape.w * patch)
+        .enumerate()
+        .for_each(|(oy, row)| {
+            for (ox, columns) in row.chunks_exact_mut(patch).enumerate() {
+                for ky in 0..window.kh {
+                    let Some(iy) = window.source(oy, ky, window.pad_top, shape.h) else {
+                        continue;
+                    };
+                    for kx in 0..window.kw {
+                        let Some(ix) = window.source(ox, kx, window.pad_left, shape.w) else {
+                            continue;
+                        };
+                        let from = (iy * shape.w + ix) * shape.c;
+                        let to = (ky * window.kw + kx) * shape.c;
+                        columns[to..to + shape.c].copy_from_slice(&input[from..from + shape.c]);
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// Max pooling; padded taps are ignored (TFLite semantics).
+pub fn max_pool(
+    input: &[f32],
+    shape: Hwc,
+    window: Window,
+    out_shape: Hwc,
+    activation: Activation,
+) -> Vec<f32> {
+    let c = shape.c;
+    let mut out = vec![f32::NEG_INFINITY; out_shape.elements()];
+    out.par_chunks_mut(out_shape.w * c)
+        .enumerate()
+        .for_each(|(oy, row)| {
+            for (ox, pixel) in row.chunks_exact_mut(c).enumerate() {
+                for ky in 0..window.kh {
+                    let Some(iy) = window.source(oy, ky, window.pad_top, shape.h) else {
+                        continue;
+                    };
+                    for kx in 0..window.kw {
+                        let Some(ix) = window.source(ox, kx, window.pad_left, shape.w) else {
+                            continue;
+                        };
+                        let source = &input[(iy * shape.w + ix) * c..][..c];
+                        for (o, &x) in pixel.iter_mut().zip(source) {
+                            *o = o.max(x);
+                        }
+                    }
+                }
+            }
+            activation.apply(row);
+        });
+    out
+}
+
+/// Source coordinates and weight of one output coordinate, as TFLite's
+/// reference `ResizeBilinear` computes them.
+fn bilinear_source(o: usize, scale: f32, half_pixel: bool, size: usize) -> (usize, usize, f32) {
+    let x = if half_pixel {
+        (o as f32 + 0.5) * scale - 0.5
+    } else {
+        o as f32 * scale
+    };
+    let low = (x.floor() as isize).max(0) as usize;
+    let high = (x.ceil() as usize).min(size - 1);
+    (low, high, x - low as f32)
+}
+
+pub fn resize_bilinear(
+    input: &[f32],
+    shape: Hwc,
+    out_shape: Hwc,
+    align_corners: bool,
+    half_pixel: bool,
+) -> Vec<f32> {
+    let scale = |inp: usize, out: usize| {
+        if align_corners && out > 1 {
+            (inp - 1) as f32 / (out - 1) as f32
+        } else {
+            inp as f32 / out as f32
+        }
+    };
+    let (sy, sx) = (scale(shape.h, out_shape.h), scale(shape.w, out_shape.w));
+    let c = shape.c;
+    let columns: Vec<_> = (0..out_shape.w)
+        .map(|ox| bilinear_source(ox, sx, half_pixel, shape.w))
+        .collect();
+    let mut out = vec![0.0; out_shape.elements()];
+    out.par_chunks_mut(out_shape.w * c)
+        .enumerate()
+        .for_each(|(oy, row)| {
+            let (y0, y1, fy) = bilinear_source(oy, sy, half_pixel, shape.h);
+            for (pixel, &(x0, x1, fx)) in row.chunks_exact_mut(c).zip(&columns) {
+                let at = |y: usize, x: usize| &input[(y * shape.w + x) * c..][..c];
+                let (a, b, p, q) = (at(y0, x0), at(y0, x1), at(y1, x0), at(y1, x1));
+                for (i, o) in pixel.iter_mut().enumerate() {
+                    *o = a[i] * (1.0 - fy) * (1.0 - fx)
+                        + p[i] * fy * (1.0 - fx)
+                        + b[i] * (1.0 - fy) * fx
+                        + q[i] * fy * fx;
+                }
+            }
+        });
+    out
+}
+
+/// TFLite DEPTH_TO_SPACE (DCR order): channel block `(dy*b + dx)` moves to pixel offset (dy, dx).
+pub fn depth_to_space(input: &[f32], shape: Hwc, block: usize) -> Vec<f32> {
+    let out_c = shape.c / (block * block);
+    let out_w = shape.w * block;
+    let mut out = vec![0.0; input.len()];
+    for y in 0..shape.h {
+        for x in 0..shape.w {
+            for dy in 0..block {
+                for dx in 0..block {
+                    let from = (y * shape.w + x) * shape.c + (dy * block + dx) * out_c;
+                    let to = ((y * block + dy) * out_w + x * block + dx) * out_c;
+                    out[to..to + out_c].copy_from_slice(&input[from..from + out_c]);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct definition of a depthwise convolution, to check the fast kernel against.
+    fn naive_depthwise(
+        input: &[f32],
+        s: Hwc,
+        w: &[f32],
+        bias: &[f32],
+        win: Window,
+        o: Hwc,
+    ) -> Vec<f32> {
+        let mut out = vec![0.0; o.elements()];
+        for oy in 0..o.h {
+            for ox in 0..o.w {
+                for c in 0..s.c {
+                    let mut acc = bias[c];
+                    for ky in 0..win.kh {
+                        for kx in 0..win.kw {
+                            let iy = (oy * win.stride + ky) as isize - win.pad_top as isize;
+                            let ix = (ox * win.stride + kx) as isize - win.pad_left as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < s.h && (ix as usize) < s.w {
+                                acc += input[((iy as usize) * s.w + ix as usize) * s.c + c]
+                                    * w[(ky * win.kw + kx) * s.c + c];
+                            }
+                        }
+                    }
+                    out[(oy * o.w + ox) * s.c + c] = acc;
+                }
+            }
+        }
+        out
+    }
+
+    fn ramp(n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7919) % 23) as f32 / 11.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn depthwise_matches_definition_with_stride_and_padding() {
+        let s = Hwc { h: 9, w: 7, c: 5 };
+        for (k, stride, pad) in [(3, 1, 1), (5, 2, 1), (3, 2, 0), (5, 1, 2)] {
+            let win = Window {
+                kh: k,
+                kw: k,
+                stride,
+                pad_top: pad,
+                pad_left: pad,
+            };
+            let o = Hwc {
+                h: (s.h + 2 * pad - k) / stride + 1,
+                w: (s.w + 2 * pad - k) / stride + 1,
+                c: s.c,
+            };
+            let (input, w, bias) = (ramp(s.elements()), ramp(k * k * s.c), ramp(s.c));
+            let fast = depthwise(&input, s, &w, &bias, win, o, Activation::None);
+            let slow = naive_depthwise(&input, s, &w, &bias, win, o);
+            for (a, b) in fast.iter().zip(&slow) {
+                assert!((a - b).abs() < 1e-5, "k={k} stride={stride}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn relu6_clamps() {
+        let mut v = [-1.0, 3.0, 7.0];
+        Activation::Relu6.apply(&mut v);
+        assert_eq!(v, [0.0, 3.0, 6.0]);
+    }
+
+    #[test]
+    fn im2col_of_1x1_is_identity() {
+        let s = Hwc { h: 3, w: 4, c: 2 };
+        let input = ramp(s.elements());
+        let win = Window {
+            kh: 1,
+            kw: 1,
+            stride: 1,
+            pad_top: 0,
+            pad_left: 0,
+        };
+        assert_eq!(im2col(&input, s, win, s), input);
+    }
+
+    #[test]
+    fn resize_doubles_with_half_pixel_centers() {
+        // One row [0, 4] upscaled to 4 columns: TFLite gives [0, 1, 3, 4].
+        let s = Hwc { h: 1, w: 2, c: 1 };
+        let out = resize_bilinear(&[0.0, 4.0], s, Hwc { h: 1, w: 4, c: 1 }, false, true);
+        assert_eq!(out, vec![0.0, 1.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn max_pool_ignores_padding() {
+        let s = Hwc { h: 2, w: 2, c: 1 };
+        let win = Window {
+            kh: 2,
+            kw: 2,
+            stride: 2,
+            pad_top: 0,
+            pad_left: 0,
+        };
+        let out = max_pool(
+            &[-3.0, -1.0, -2.0, -4.0],
+            s,
+            win,
+            Hwc { h: 1, w: 1, c: 1 },
+            Activation::None,
+        );
+        assert_eq!(out, vec![-1.0]);
+    }
+
+    #[test]
+    fn depth_to_space_moves_channel_blocks_to_pixels() {
+        let s = Hwc { h: 1, w: 1, c: 4 };
+        assert_eq!(
+            depth_to_space(&[1.0, 2.0, 3.0, 4.0], s, 2),
+            vec![1.0, 2.0, 3.0, 4.0]
+        );
+        let s = Hwc { h: 1, w: 2, c: 4 };
+        // Output 2x4x1: row 0 = [a0, a1, b0, b1], row 1 = [a2, a3, b2, b3].
+        let out = depth_to_space(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], s, 2);
+        assert_eq!(out, vec![1.0, 2.0, 5.0, 6.0, 3.0, 4.0, 7.0, 8.0]);
+    }
+}

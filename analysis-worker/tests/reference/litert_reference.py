@@ -1,0 +1,48 @@
+"""Reference outputs of a .tflite model from the official runtime (LiteRT, XNNPACK on CPU).
+
+Test-only: the worker's golden test runs this on the same input tensor it gives
+its candle implementation and compares the outputs.
+
+    litert_reference.py MODEL.tflite INPUT.npy OUTPUT.npz
+        writes every model output, keyed by its TFLite name (e.g. "Identity").
+    litert_reference.py MODEL.tflite INPUT.npy --bench RUNS --threads N
+        prints the mean milliseconds per inference over RUNS (after warm-up).
+"""
+
+import argparse
+import time
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("input")
+    parser.add_argument("output", nargs="?")
+    parser.add_argument("--bench", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+
+    interpreter = Interpreter(model_path=args.model, num_threads=args.threads)
+    interpreter.allocate_tensors()
+    (input_detail,) = interpreter.get_input_details()
+    interpreter.set_tensor(input_detail["index"], np.load(args.input).astype(np.float32))
+
+    if args.bench:
+        for _ in range(5):
+            interpreter.invoke()
+        start = time.perf_counter()
+        for _ in range(args.bench):
+            interpreter.invoke()
+        print(f"{(time.perf_counter() - start) * 1000.0 / args.bench:.3f}")
+        return
+
+    interpreter.invoke()
+    outputs = {d["name"]: interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()}
+    np.savez(args.output, **outputs)
+
+
+if __name__ == "__main__":
+    main()
