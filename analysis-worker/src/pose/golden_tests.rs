@@ -8,6 +8,7 @@ use std::process::Command;
 use candle_core::Tensor;
 
 use super::blazepose::{BlazePose, RotatedRect, crop};
+use super::{Joint, Keypoint, PoseEstimator};
 use crate::frame::Frame;
 
 /// Where `cargo xtask models` puts the model set (`GOLFTRACKER_MODELS_DIR` overrides).
@@ -144,15 +145,28 @@ fn blazepose_matches_litert_on_a_real_photo() {
     // And the pose is the person's: present, nose above the hips, inside the tile.
     assert!(presence > 0.5, "presence {presence}");
     let mut estimator = model;
-    let pose = super::PoseEstimator::estimate(&mut estimator, &frame, None)
+    let first = estimator
+        .estimate(&frame, None)
         .expect("estimate")
         .expect("a pose");
-    let (nose, hip) = (
-        pose.joint(super::Joint::Nose),
-        pose.joint(super::Joint::LeftHip),
-    );
+    let (nose, hip) = (first.joint(Joint::Nose), first.joint(Joint::LeftHip));
     assert!(nose.y < hip.y, "nose {nose:?} above hip {hip:?}");
-    assert!(
-        (0.0..frame.width as f32).contains(&nose.x) && (0.0..frame.height as f32).contains(&nose.y)
-    );
+    let inside = |k: Keypoint| {
+        (0.0..frame.width as f32).contains(&k.x) && (0.0..frame.height as f32).contains(&k.y)
+    };
+    assert!(inside(nose) && inside(hip));
+
+    // The second call tracks the crop from the first call's landmarks instead of
+    // detecting: on the same frame it must find the same pose.
+    let second = estimator
+        .estimate(&frame, None)
+        .expect("estimate")
+        .expect("a tracked pose");
+    for (a, b) in first.keypoints.iter().zip(&second.keypoints) {
+        let moved = (a.x - b.x).hypot(a.y - b.y);
+        assert!(
+            moved < 0.05 * frame.height as f32,
+            "tracked keypoint moved {moved} px"
+        );
+    }
 }

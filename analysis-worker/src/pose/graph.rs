@@ -3,13 +3,13 @@
 //! The safetensors file holds the model's constant tensors (`{model}/t{id}`, TFLite
 //! layouts, f32) and its operator list as JSON (metadata key `model`, format
 //! documented in `xtask/src/models.rs`). Activations are candle tensors in
-//! NHWC; 1×1 convolutions are matmuls, k×k ones im2col + matmul, depthwise
+//! NHWC; 1×1 convolutions are matmuls (bias fused), k×k ones im2col + matmul, depthwise
 //! convolutions and the other spatial ops the kernels in [`super::kernels`],
 //! and an explicit PAD feeding a VALID convolution is folded into it.
 
 use std::collections::{HashMap, HashSet};
 
-use candle_core::{CpuStorage, Device, InplaceOp1, Layout, Storage, Tensor};
+use candle_core::{CpuStorage, Device, Storage, Tensor};
 use serde::Deserialize;
 
 use super::PoseError;
@@ -115,7 +115,7 @@ enum Padding {
 enum Layer {
     /// Weights as the `[kh*kw*cin, cout]` matrix of the matmul.
     Conv {
-        weights: Tensor,
+        weights: Vec<f32>,
         bias: Vec<f32>,
         kernel: [usize; 2],
         stride: usize,
@@ -270,9 +270,12 @@ impl Graph {
                     let [cout, kh, kw, cin] = shape[..] else {
                         return Err(weights_error("conv weights are not OHWI"));
                     };
-                    let weights = Tensor::from_vec(w, (cout, kh * kw * cin), &Device::Cpu)
-                        .and_then(|t| t.t()?.contiguous())
-                        .map_err(weights_error)?;
+                    // OHWI → the [kh*kw*cin × cout] right-hand side of the matmul.
+                    let taps = kh * kw * cin;
+                    let weights = (0..taps)
+                        .flat_map(|tap| (0..cout).map(move |o| (tap, o)))
+                        .map(|(tap, o)| w[o * taps + tap])
+                        .collect();
                     let padding = fixed_or_same(*padding, &mut inputs);
                     square_stride(stride)?;
                     Layer::Conv {
@@ -475,32 +478,6 @@ fn nhwc(data: Vec<f32>, shape: Hwc) -> candle_core::Result<Tensor> {
     Tensor::from_vec(data, (1, shape.h, shape.w, shape.c), &Device::Cpu)
 }
 
-/// Adds a per-channel bias and applies the activation, in place on the matmul's output.
-struct BiasActivation<'a> {
-    bias: &'a [f32],
-    activation: Activation,
-}
-
-impl InplaceOp1 for BiasActivation<'_> {
-    fn name(&self) -> &'static str {
-        "bias-activation"
-    }
-
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("bias-activation: not f32")
-        };
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::msg("non-contiguous"))?;
-        for row in data[start..end].chunks_exact_mut(self.bias.len()) {
-            row.iter_mut().zip(self.bias).for_each(|(v, b)| *v += b);
-            self.activation.apply(row);
-        }
-        Ok(())
-    }
-}
-
 fn window(kernel: [usize; 2], stride: usize, padding: Padding, input: Hwc, output: Hwc) -> Window {
     let same = |inp: usize, out: usize, k: usize| ((out - 1) * stride + k).saturating_sub(inp) / 2;
     let (pad_top, pad_left) = match padding {
@@ -540,24 +517,16 @@ impl Node {
                 activation,
             } => {
                 let (input, output) = (hwc(x.dims())?, hwc(&self.shape)?);
-                let rows = output.h * output.w;
-                let columns = if *kernel == [1, 1] && *stride == 1 {
-                    x.reshape((rows, input.c))?
-                } else {
-                    let win = window(*kernel, *stride, *padding, input, output);
-                    let patches = with_data(x, |data| kernels::im2col(data, input, win, output))?;
-                    Tensor::from_vec(
-                        patches,
-                        (rows, kernel[0] * kernel[1] * input.c),
-                        &Device::Cpu,
-                    )?
-                };
-                let out = columns.matmul(weights)?;
-                out.inplace_op1(&BiasActivation {
-                    bias,
-                    activation: *activation,
+                let out = with_data(x, |data| {
+                    if *kernel == [1, 1] && *stride == 1 {
+                        kernels::matmul_bias(data, weights, bias, *activation)
+                    } else {
+                        let win = window(*kernel, *stride, *padding, input, output);
+                        let patches = kernels::im2col(data, input, win, output);
+                        kernels::matmul_bias(&patches, weights, bias, *activation)
+                    }
                 })?;
-                out.reshape(self.shape.as_slice())
+                nhwc(out, output)
             }
             Layer::Depthwise {
                 weights,

@@ -1,7 +1,9 @@
 //! CPU kernels on NHWC (batch 1) slices for the ops candle 0.11 runs slowly or
 //! lacks: depthwise convolution (candle runs grouped convolutions one group at a
-//! time), im2col for the few k×k convolutions, max pooling, TFLite-exact
-//! bilinear resize and depth-to-space. Each is a pure function, rows in parallel.
+//! time), convolution as a gemm with the bias fused (candle's own backend crate,
+//! without candle's per-op thread-count lookup and output pass), im2col for the
+//! few k×k convolutions, max pooling, TFLite-exact bilinear resize and
+//! depth-to-space. Each is a pure function, rows in parallel.
 
 use rayon::prelude::*;
 
@@ -56,6 +58,57 @@ impl Activation {
     }
 }
 
+/// Below this many multiply-adds a matmul runs on one thread: splitting the
+/// small late layers costs more in synchronisation than it saves.
+const PARALLEL_MATMUL_MACS: usize = 1 << 22;
+
+/// `lhs [m × k] · weights [k × n] + bias`, then the activation: a 1×1
+/// convolution over `m` pixels (or a k×k one over im2col patches), as one gemm
+/// call that accumulates onto the bias-filled output.
+pub fn matmul_bias(lhs: &[f32], weights: &[f32], bias: &[f32], activation: Activation) -> Vec<f32> {
+    let n = bias.len();
+    let k = weights.len() / n;
+    let m = lhs.len() / k;
+    assert_eq!((m * k, k * n), (lhs.len(), weights.len()), "matmul shapes");
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    for _ in 0..m {
+        out.extend_from_slice(bias);
+    }
+    let parallelism = match rayon::current_num_threads() {
+        threads if threads > 1 && m * k * n >= PARALLEL_MATMUL_MACS => {
+            gemm::Parallelism::Rayon(threads)
+        }
+        _ => gemm::Parallelism::None,
+    };
+    // SAFETY: the three row-major buffers hold exactly m×n, m×k and k×n values
+    // (checked above) and `out` does not alias the inputs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            weights.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    activation.apply(&mut out);
+    out
+}
+
 /// Depthwise convolution (multiplier 1): `weights` is `[kh][kw][c]`, as TFLite stores it.
 pub fn depthwise(
     input: &[f32],
@@ -66,36 +119,88 @@ pub fn depthwise(
     out_shape: Hwc,
     activation: Activation,
 ) -> Vec<f32> {
-    let c = shape.c;
     let mut out = vec![0.0; out_shape.elements()];
-    let row_len = out_shape.w * c;
-    out.par_chunks_mut(row_len)
+    let depthwise = Depthwise {
+        input,
+        shape,
+        weights,
+        bias,
+        window,
+        activation,
+    };
+    out.par_chunks_mut(out_shape.w * shape.c)
         .enumerate()
-        .for_each(|(oy, row)| {
-            for pixel in row.chunks_exact_mut(c) {
-                pixel.copy_from_slice(bias);
+        .for_each(|(oy, row)| depthwise.row_dispatch(oy, row));
+    out
+}
+
+/// One depthwise convolution, computed an output row at a time.
+struct Depthwise<'a> {
+    input: &'a [f32],
+    shape: Hwc,
+    weights: &'a [f32],
+    bias: &'a [f32],
+    window: Window,
+    activation: Activation,
+}
+
+impl Depthwise<'_> {
+    /// The channel loops vectorise; built without `-C target-cpu`, they only
+    /// get wide vectors in the copies compiled for AVX-512 / AVX2, chosen at run time.
+    fn row_dispatch(&self, oy: usize, row: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports the feature the function is compiled for.
+                return unsafe { self.row_avx512(oy, row) };
             }
-            for ky in 0..window.kh {
-                let Some(iy) = window.source(oy, ky, window.pad_top, shape.h) else {
-                    continue;
-                };
-                let input_row = &input[iy * shape.w * c..(iy + 1) * shape.w * c];
-                for kx in 0..window.kw {
-                    let tap = &weights[(ky * window.kw + kx) * c..][..c];
-                    for (ox, pixel) in row.chunks_exact_mut(c).enumerate() {
-                        let Some(ix) = window.source(ox, kx, window.pad_left, shape.w) else {
-                            continue;
-                        };
-                        let source = &input_row[ix * c..(ix + 1) * c];
-                        for ((o, &x), &w) in pixel.iter_mut().zip(source).zip(tap) {
-                            *o += x * w;
-                        }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: as above.
+                return unsafe { self.row_avx2(oy, row) };
+            }
+        }
+        self.row(oy, row)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn row_avx512(&self, oy: usize, row: &mut [f32]) {
+        self.row(oy, row)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn row_avx2(&self, oy: usize, row: &mut [f32]) {
+        self.row(oy, row)
+    }
+
+    #[inline(always)]
+    fn row(&self, oy: usize, row: &mut [f32]) {
+        let (shape, window) = (self.shape, self.window);
+        let c = shape.c;
+        for pixel in row.chunks_exact_mut(c) {
+            pixel.copy_from_slice(self.bias);
+        }
+        for ky in 0..window.kh {
+            let Some(iy) = window.source(oy, ky, window.pad_top, shape.h) else {
+                continue;
+            };
+            let input_row = &self.input[iy * shape.w * c..(iy + 1) * shape.w * c];
+            for kx in 0..window.kw {
+                let tap = &self.weights[(ky * window.kw + kx) * c..][..c];
+                for (ox, pixel) in row.chunks_exact_mut(c).enumerate() {
+                    let Some(ix) = window.source(ox, kx, window.pad_left, shape.w) else {
+                        continue;
+                    };
+                    let source = &input_row[ix * c..(ix + 1) * c];
+                    for ((o, &x), &w) in pixel.iter_mut().zip(source).zip(tap) {
+                        *o += x * w;
                     }
                 }
             }
-            activation.apply(row);
-        });
-    out
+        }
+        self.activation.apply(row);
+    }
 }
 
 /// Patches of a k×k convolution as rows `[oy*ow+ox][ky][kx][c]` (zero outside
@@ -291,6 +396,22 @@ mod tests {
             let slow = naive_depthwise(&input, s, &w, &bias, win, o);
             for (a, b) in fast.iter().zip(&slow) {
                 assert!((a - b).abs() < 1e-5, "k={k} stride={stride}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_bias_matches_definition() {
+        let (m, k, n) = (70, 33, 9);
+        let (lhs, weights, bias) = (ramp(m * k), ramp(k * n), ramp(n));
+        let out = matmul_bias(&lhs, &weights, &bias, Activation::Relu);
+        for row in 0..m {
+            for col in 0..n {
+                let dot: f32 = (0..k)
+                    .map(|i| lhs[row * k + i] * weights[i * n + col])
+                    .sum();
+                let expected = (dot + bias[col]).max(0.0);
+                assert!((out[row * n + col] - expected).abs() < 1e-4);
             }
         }
     }

@@ -1,0 +1,133 @@
+//! Per-frame pose model time: the candle BlazePose vs the official TFLite
+//! runtime (LiteRT with XNNPACK) on the same CPU, model, input and thread count.
+//! Prints milliseconds per inference and the ratio; not a timed test.
+//!
+//! `cargo run -p golftracker-worker --bin pose-bench [-- MODELS_DIR [RUNS]]`
+//! (MODELS_DIR from `cargo xtask models`; threads from RAYON_NUM_THREADS, default 2).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use golftracker_worker::pose::{self, blazepose::BlazePose};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let dir = args.next().map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").unwrap_or_default();
+        PathBuf::from(home).join(".cache/golftracker/models/blazepose-0.5.1675469404-v1")
+    });
+    let runs: usize = args.next().map(|r| r.parse()).transpose()?.unwrap_or(50);
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2usize);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()?;
+    // candle sizes its matmul threads from this variable on every op; set it for it.
+    // SAFETY: no other thread reads the environment yet.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+
+    let weights = std::fs::read(dir.join("blazepose_full.safetensors"))?;
+    let model = BlazePose::from_safetensors(&weights)?;
+    let scratch = std::env::temp_dir().join(format!("pose-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+
+    println!("pose model per-frame time, {threads} thread(s), {runs} runs (wall / CPU ms)");
+    for (name, size) in [("landmark", 256), ("detector", 224)] {
+        let input = pattern(size)?;
+        let run = || -> Result<(), pose::PoseError> {
+            if name == "landmark" {
+                model.run_landmarks(input.clone()).map(drop)
+            } else {
+                model.run_detector(input.clone()).map(drop)
+            }
+        };
+        for _ in 0..3 {
+            run()?;
+        }
+        let (start, start_cpu) = (Instant::now(), process_cpu_ms()?);
+        for _ in 0..runs {
+            run()?;
+        }
+        let candle = (
+            start.elapsed().as_secs_f64() * 1000.0 / runs as f64,
+            (process_cpu_ms()? - start_cpu) / runs as f64,
+        );
+        let model_path = dir.join(format!("{name}.tflite"));
+        let litert = litert_ms(&model_path, &input, &scratch, runs, threads)?;
+        println!(
+            "{name:>9}: candle {:6.2} / {:6.2}  LiteRT {:6.2} / {:6.2}  candle/LiteRT {:.2} / {:.2}",
+            candle.0,
+            candle.1,
+            litert.0,
+            litert.1,
+            candle.0 / litert.0,
+            candle.1 / litert.1
+        );
+    }
+    std::fs::remove_dir_all(&scratch)?;
+    Ok(())
+}
+
+/// CPU time of this process (all threads) in ms, from /proc: on a shared
+/// machine it says more about the work done than the wall clock.
+fn process_cpu_ms() -> Result<f64, Box<dyn std::error::Error>> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .ok_or("bad /proc/self/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // Linux reports these in USER_HZ, 100 per second on every mainstream platform.
+    Ok(ticks * 10.0)
+}
+
+/// A deterministic image-like input in 0..1 (the models' speed does not depend on content).
+fn pattern(size: usize) -> candle_core::Result<Tensor> {
+    let values = (0..size * size * 3)
+        .map(|i| ((i * 2_654_435_761) % 1000) as f32 / 1000.0)
+        .collect();
+    Tensor::from_vec(values, (1, size, size, 3), &Device::Cpu)
+}
+
+/// LiteRT's (wall, CPU) ms per inference, from the reference script.
+fn litert_ms(
+    model: &Path,
+    input: &Tensor,
+    scratch: &Path,
+    runs: usize,
+    threads: usize,
+) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference");
+    let setup = Command::new("bash")
+        .arg(reference.join("setup.sh"))
+        .output()?;
+    let python = String::from_utf8(setup.stdout)?.trim().to_string();
+    let input_path = scratch.join("input.npy");
+    input.write_npy(&input_path)?;
+    let out = Command::new(python)
+        .arg(reference.join("litert_reference.py"))
+        .args([model, &input_path])
+        .args([
+            "--bench",
+            &runs.to_string(),
+            "--threads",
+            &threads.to_string(),
+        ])
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("LiteRT: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let stdout = String::from_utf8(out.stdout)?;
+    let (wall, cpu) = stdout
+        .trim()
+        .split_once(' ')
+        .ok_or("LiteRT: expected `wall cpu`")?;
+    Ok((wall.parse()?, cpu.parse()?))
+}
