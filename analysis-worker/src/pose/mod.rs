@@ -139,6 +139,9 @@ mod tests {
             panic!("a hash mismatch must be refused");
         };
         assert!(message.contains("sha256"), "{message}");
-        assert_eq!(sha256_of(&weights).expect("hash"), sha256_hex(b"not the weights"));
+        assert_eq!(
+            sha256_of(&weights).expect("hash"),
+            sha256_hex(b"not the weights")
+        );
     }
 }
