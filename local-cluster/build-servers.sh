@@ -19,7 +19,7 @@ servers=(
   "kube-apiserver kube   k8s.io/kubernetes/cmd/kube-apiserver     v1.36.3"
   "kubectl        kube   k8s.io/kubernetes/cmd/kubectl            v1.36.3"
   "minio          minio  github.com/minio/minio                   RELEASE.2026-02-12"
-  "vault          vault  github.com/hashicorp/vault               v1.21.4"
+  "vault          vault  github.com/hashicorp/vault               v1.21.0"
 )
 
 print_only=false
