@@ -1,0 +1,109 @@
+//! Clients for a stack's external systems (S3 and the results database), built from
+//! the stack's spec and the Secrets it references. Secret values stay in memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use aws_sdk_s3::config::{Credentials, Region};
+use golftracker_crds::stack::GolfTrackerStack;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, ResourceExt};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+use sqlx::PgPool;
+use tokio::sync::Mutex;
+
+use crate::analysis::job::{DB_PASSWORD_KEY, DB_USERNAME_KEY, S3_ACCESS_KEY_ID_KEY, S3_SECRET_ACCESS_KEY_KEY, database_secret};
+use crate::error::{Error, Result};
+
+async fn secret_data(client: &Client, namespace: &str, name: &str, what: &'static str) -> Result<(String, BTreeMap<String, String>)> {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace).get_opt(name).await?.ok_or_else(|| Error::Secret {
+        what,
+        message: format!("Secret {namespace}/{name} not found"),
+    })?;
+    let data = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect();
+    Ok((secret.metadata.resource_version.unwrap_or_default(), data))
+}
+
+fn key<'a>(data: &'a BTreeMap<String, String>, key: &str, what: &'static str, secret: &str) -> Result<&'a str> {
+    data.get(key).map(String::as_str).ok_or_else(|| Error::Secret { what, message: format!("Secret {secret} has no key {key:?}") })
+}
+
+/// An S3 client for the stack's bucket: static keys from `credentialsSecret` when set,
+/// else the default AWS chain (IRSA web identity on EKS).
+pub async fn s3_client(client: &Client, stack: &GolfTrackerStack) -> Result<aws_sdk_s3::Client> {
+    let storage = &stack.spec.storage;
+    let namespace = stack.namespace().unwrap_or_default();
+    let mut config = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(Region::new(storage.region.clone()))
+        .force_path_style(storage.force_path_style)
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_timeout(Duration::from_secs(30))
+                .build(),
+        )
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(2));
+    if let Some(endpoint) = &storage.endpoint {
+        config = config.endpoint_url(endpoint);
+    }
+    match &storage.credentials_secret {
+        Some(name) => {
+            let (_, data) = secret_data(client, &namespace, name, "S3 credentials").await?;
+            let id = key(&data, S3_ACCESS_KEY_ID_KEY, "S3 credentials", name)?;
+            let secret = key(&data, S3_SECRET_ACCESS_KEY_KEY, "S3 credentials", name)?;
+            config = config.credentials_provider(Credentials::new(id, secret, None, None, "golftracker-stack-secret"));
+        }
+        None => {
+            let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+            if let Some(provider) = shared.credentials_provider() {
+                config = config.credentials_provider(provider);
+            }
+        }
+    }
+    Ok(aws_sdk_s3::Client::from_conf(config.build()))
+}
+
+/// Connection pools to stacks' results databases, reused while the credentials Secret
+/// keeps its resourceVersion (a rotated Secret gets a new pool).
+#[derive(Default)]
+pub struct DatabasePools {
+    pools: Mutex<HashMap<String, PgPool>>,
+}
+
+impl DatabasePools {
+    pub async fn pool(&self, client: &Client, stack: &GolfTrackerStack) -> Result<PgPool> {
+        let namespace = stack.namespace().unwrap_or_default();
+        let secret = database_secret(stack).ok_or_else(|| Error::Secret {
+            what: "database credentials",
+            message: "the stack names no database credentials Secret yet".into(),
+        })?;
+        let (version, data) = secret_data(client, &namespace, &secret, "database credentials").await?;
+        let cache_key = format!("{namespace}/{}/{secret}@{version}", stack.name_any());
+        if let Some(pool) = self.pools.lock().await.get(&cache_key) {
+            return Ok(pool.clone());
+        }
+        let db = &stack.spec.database;
+        let ssl_mode: PgSslMode = db.ssl_mode.as_str().parse().map_err(|e: sqlx::Error| Error::Database(e.to_string()))?;
+        let options = PgConnectOptions::new_without_pgpass()
+            .host(&db.host)
+            .port(db.port as u16)
+            .database(&db.database)
+            .username(key(&data, DB_USERNAME_KEY, "database credentials", &secret)?)
+            .password(key(&data, DB_PASSWORD_KEY, "database credentials", &secret)?)
+            .ssl_mode(ssl_mode);
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options);
+        let mut pools = self.pools.lock().await;
+        pools.retain(|k, _| !k.starts_with(&format!("{namespace}/{}/", stack.name_any())));
+        pools.insert(cache_key, pool.clone());
+        Ok(pool)
+    }
+}

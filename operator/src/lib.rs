@@ -1,0 +1,7 @@
+//! The GolfTracker operator: controllers for `GolfTrackerStack` and `SwingAnalysis`.
+
+pub mod analysis;
+pub mod error;
+pub mod external;
+pub mod http;
+pub mod telemetry;

@@ -1,0 +1,122 @@
+//! `golftracker-operator`: `crds` prints the CRDs; `run` runs the controllers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use golftracker_operator::analysis::{self, Settings, job::JobOptions};
+use golftracker_operator::http::{self, Readiness};
+use golftracker_operator::telemetry::{self, Metrics};
+use kube::Client;
+use kube_lease_manager::LeaseManagerBuilder;
+use tracing::{info, warn};
+
+#[derive(Parser)]
+#[command(name = "golftracker-operator", version, about = "Kubernetes operator for GolfTracker swing analyses")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions as YAML (pipe to `kubectl apply -f -`).
+    Crds,
+    /// Run the controllers.
+    Run {
+        /// Watch only this namespace (default: all namespaces).
+        #[arg(long, env = "WATCH_NAMESPACE")]
+        namespace: Option<String>,
+        /// Address of /metrics, /healthz and /readyz.
+        #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+        metrics_addr: SocketAddr,
+        /// Reconciles running at once.
+        #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
+        concurrency: u16,
+        /// Take a Lease before reconciling, so several replicas can run.
+        #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+        leader_election: bool,
+        /// Namespace of the leader-election Lease.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
+        /// Label worker Jobs for the local job runner (local control plane only).
+        #[arg(long, env = "LOCAL_JOB_RUNNER")]
+        local_job_runner: bool,
+    },
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    info!("shutting down");
+}
+
+/// Blocks until this replica holds the Lease; the returned channel flips to false if it is lost.
+async fn become_leader(client: Client, namespace: &str) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("golftracker-operator-{}", std::process::id()));
+    let manager = LeaseManagerBuilder::new(client, "golftracker-operator")
+        .with_namespace(namespace)
+        .with_identity(identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await
+        .context("creating the leader-election Lease manager")?;
+    let (mut leader, _task) = manager.watch().await;
+    while !*leader.borrow_and_update() {
+        info!("waiting for leadership");
+        leader.changed().await.context("leader election stopped")?;
+    }
+    info!("acquired leadership");
+    Ok(leader)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    match Cli::parse().command {
+        Command::Crds => {
+            for (i, manifest) in golftracker_crds::crd_manifests().iter().enumerate() {
+                if i > 0 {
+                    println!("---");
+                }
+                print!("{}", manifest.yaml);
+            }
+            Ok(())
+        }
+        Command::Run { namespace, metrics_addr, concurrency, leader_election, lease_namespace, local_job_runner } => {
+            telemetry::init_logging();
+            let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+            let metrics = Metrics::default();
+            let readiness = Readiness::default();
+            tokio::spawn(http::serve(metrics_addr, metrics.clone(), readiness.clone()));
+            let lost_leadership = if leader_election {
+                let mut leader = become_leader(client.clone(), &lease_namespace).await?;
+                Some(async move {
+                    while *leader.borrow_and_update() {
+                        if leader.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    warn!("lost leadership; stopping");
+                })
+            } else {
+                None
+            };
+            let shutdown = async move {
+                match lost_leadership {
+                    Some(lost) => tokio::select! { _ = shutdown_signal() => {}, _ = lost => {} },
+                    None => shutdown_signal().await,
+                }
+            };
+            let settings = Settings { namespace, concurrency, options: JobOptions { local_runner: local_job_runner } };
+            analysis::run(client, settings, metrics, move || readiness.set_ready(), shutdown).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(())
+        }
+    }
+}

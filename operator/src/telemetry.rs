@@ -1,0 +1,96 @@
+//! Logs (tracing) and Prometheus metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// JSON logs when `LOG_FORMAT=json`, human-readable otherwise; level from `RUST_LOG`.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabel {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: &'static str,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StackLabel {
+    pub namespace: String,
+    pub stack: String,
+}
+
+/// The operator's metrics, registered once and shared by the controllers.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Arc<Registry>,
+    pub reconciles: Family<ControllerLabel, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub reconcile_duration: Family<ControllerLabel, Histogram>,
+    pub analyses_by_phase: Family<PhaseLabel, Gauge>,
+    pub queue_depth: Family<StackLabel, Gauge>,
+    pub job_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("golftracker_operator");
+        let reconciles = Family::<ControllerLabel, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let reconcile_duration = Family::<ControllerLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 14))
+        });
+        let analyses_by_phase = Family::<PhaseLabel, Gauge>::default();
+        let queue_depth = Family::<StackLabel, Gauge>::default();
+        let job_duration = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        registry.register("reconcile_errors", "Reconciles that failed, by error kind", errors.clone());
+        registry.register("reconcile_duration_seconds", "Time spent in one reconcile", reconcile_duration.clone());
+        registry.register("analyses", "SwingAnalyses by phase", analyses_by_phase.clone());
+        registry.register("queue_depth", "SwingAnalyses waiting for a worker slot, by stack", queue_depth.clone());
+        registry.register("job_duration_seconds", "Worker Job wall time, start to finish", job_duration.clone());
+        Self { registry: Arc::new(registry), reconciles, errors, reconcile_duration, analyses_by_phase, queue_depth, job_duration }
+    }
+}
+
+impl Metrics {
+    pub fn reconciled(&self, controller: &'static str, took: Duration) {
+        let label = ControllerLabel { controller };
+        self.reconciles.get_or_create(&label).inc();
+        self.reconcile_duration.get_or_create(&label).observe(took.as_secs_f64());
+    }
+
+    pub fn failed(&self, controller: &'static str, kind: &'static str) {
+        self.errors.get_or_create(&ErrorLabels { controller, kind }).inc();
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
