@@ -1,0 +1,150 @@
+//! Benchmarks that print ratios (not timed tests):
+//! 1. PCE per event of the event logic on a larger set of synthetic trajectories;
+//! 2. whole-clip `analyze` of a 1080p 30 fps 6 s synthetic clip against
+//!    `ffmpeg -i clip -f null -` and against the clip's duration, with peak RSS.
+//!
+//! Run with `cargo bench -p golftracker-worker`. The model is taken from
+//! `GOLFTRACKER_BENCH_MODEL` or the `cargo xtask models` cache.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use golftracker_results_db::SwingEvent;
+use golftracker_worker::golfer::synthetic_track;
+use golftracker_worker::swing::{analyze, correct_events};
+
+fn pce_benchmark(runs: u64) {
+    let mut correct = [0u64; 8];
+    let mut failed = 0;
+    let started = Instant::now();
+    for seed in 10_000..10_000 + runs {
+        let (samples, truth, params) = synthetic_track(seed);
+        match analyze(&samples, Some(params.view), params.left_handed) {
+            Ok(found) => {
+                for (k, ok) in correct_events(&found.events, &truth).iter().enumerate() {
+                    correct[k] += u64::from(*ok);
+                }
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    println!(
+        "event logic on {runs} synthetic trajectories ({failed} without a swing found), {:.1} ms each:",
+        started.elapsed().as_secs_f64() * 1000.0 / runs as f64
+    );
+    for (event, c) in SwingEvent::ALL.iter().zip(correct) {
+        println!(
+            "  PCE {:<20} {:5.1} %",
+            event.as_str(),
+            100.0 * c as f64 / runs as f64
+        );
+    }
+    println!(
+        "  PCE {:<20} {:5.1} %",
+        "all",
+        100.0 * correct.iter().sum::<u64>() as f64 / (8 * runs) as f64
+    );
+}
+
+/// Runs a command; returns wall seconds, success and the child's peak RSS (MiB).
+fn measure(command: &mut Command) -> (f64, bool, f64) {
+    let started = Instant::now();
+    // Reaped by wait4 below, which also gives the child's own peak RSS.
+    #[allow(clippy::zombie_processes)]
+    let child = command.spawn().expect("command starts");
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our own child, and both pointers point to live locals.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert!(pid > 0, "wait4 failed");
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    (
+        started.elapsed().as_secs_f64(),
+        ok,
+        usage.ru_maxrss as f64 / 1024.0,
+    )
+}
+
+fn model_path() -> Option<PathBuf> {
+    let path = std::env::var_os("GOLFTRACKER_BENCH_MODEL")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| {
+                PathBuf::from(h).join(".cache/golftracker/models/blazepose-0.5.1675469404-v1/blazepose_full.safetensors")
+            })
+        })?;
+    path.exists().then_some(path)
+}
+
+fn clip_benchmark(dir: &Path) {
+    let worker = env!("CARGO_BIN_EXE_golftracker-worker");
+    let seconds = 6.0;
+    let (synth_s, ok, _) = measure(Command::new(worker).args([
+        "synth",
+        "--out",
+        dir.to_str().unwrap(),
+        "--seed",
+        "2026",
+        "--width",
+        "1920",
+        "--height",
+        "1080",
+        "--fps",
+        "30",
+        "--seconds",
+        "6",
+    ]));
+    assert!(ok, "synth failed");
+    let clip = dir.join("swing-2026-0.mp4");
+    println!("synthetic 1080p30 6 s clip written in {synth_s:.2} s");
+    let (ffmpeg_s, ok, ffmpeg_rss) = measure(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(&clip)
+            .args(["-f", "null", "-"]),
+    );
+    assert!(ok, "ffmpeg failed");
+    let model = model_path();
+    let mut analyze = Command::new(worker);
+    analyze
+        .arg("analyze")
+        .arg(&clip)
+        .arg("--json")
+        .arg(dir.join("r.json"))
+        .arg("--plot")
+        .arg(dir.join("r.png"));
+    if let Some(model) = &model {
+        analyze.arg("--model").arg(model);
+    }
+    let (analyze_s, ok, analyze_rss) = measure(&mut analyze);
+    let what = if ok {
+        "analyze (decode, motion pass, pose, events, report)"
+    } else {
+        "analyze WITHOUT pose (no model: decode + motion pass, then failed at loading the model)"
+    };
+    println!("ffmpeg -i clip -f null -: {ffmpeg_s:.2} s, peak RSS {ffmpeg_rss:.0} MiB");
+    println!("{what}: {analyze_s:.2} s, peak RSS {analyze_rss:.0} MiB");
+    println!(
+        "  ratio analyze / ffmpeg decode: {:.2}",
+        analyze_s / ffmpeg_s
+    );
+    println!(
+        "  ratio analyze / clip duration: {:.2} (≤ 1 is real time)",
+        analyze_s / seconds
+    );
+    if ok {
+        println!(
+            "  report: {}",
+            std::fs::read_to_string(dir.join("r.json")).unwrap_or_default()
+        );
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing to filter.
+    pce_benchmark(500);
+    let dir = tempfile::tempdir().expect("temp dir");
+    clip_benchmark(dir.path());
+}

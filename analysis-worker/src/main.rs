@@ -1,0 +1,140 @@
+//! `golftracker-worker`: analyses golf swing videos (see the subcommands).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use golftracker_worker::{Error, analyze, decode, job, pose, swing, synth};
+
+#[derive(Parser)]
+#[command(version, about = "Golf swing video analysis worker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Analyse a local video file.
+    Analyze {
+        video: PathBuf,
+        /// Where to write the report JSON.
+        #[arg(long)]
+        json: PathBuf,
+        /// Where to write the report PNG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Pose model weights (safetensors from `cargo xtask models`).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Camera view: face-on, down-the-line or unknown (inferred).
+        #[arg(long, default_value = "unknown")]
+        view: String,
+        #[arg(long)]
+        left_handed: bool,
+    },
+    /// Analyse one SwingAnalysis in a Job (inputs from the environment).
+    Run,
+    /// Write deterministic synthetic swing clips with ground-truth events.
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[arg(long, default_value_t = 1280)]
+        width: u32,
+        #[arg(long, default_value_t = 720)]
+        height: u32,
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
+    },
+}
+
+/// Where `cargo xtask models` puts the default pose model.
+fn default_model_path() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    Some(PathBuf::from(home).join(".cache/golftracker/models/blazepose-0.5.1675469404-v1/blazepose_full.safetensors"))
+}
+
+/// The pose model behind `--model` / the job's model URI.
+fn load_model(path: &Path) -> Result<Box<dyn pose::PoseEstimator>, Error> {
+    Ok(pose::load_estimator(path)?)
+}
+
+fn analyze_file(
+    video: &Path,
+    json: &Path,
+    plot: Option<&Path>,
+    model: Option<PathBuf>,
+    view: &str,
+    left_handed: bool,
+) -> Result<(), Error> {
+    let options = analyze::Options {
+        view: swing::CameraView::from_spec(view),
+        left_handed,
+        limits: decode::Limits::default(),
+    };
+    let load = || {
+        let model = model
+            .or_else(default_model_path)
+            .ok_or_else(|| Error::Config("no pose model: pass --model".into()))?;
+        load_model(&model)
+    };
+    let analysis = analyze::analyze_video(video, load, options)?;
+    std::fs::write(json, serde_json::to_vec_pretty(&analysis.report)?)?;
+    if let Some(plot) = plot {
+        std::fs::write(plot, &analysis.png)?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    // candle re-reads the CPU count on every op unless the rayon pool size is fixed.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        // SAFETY: nothing else runs yet; this is the first statement of main.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+    }
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Analyze {
+            video,
+            json,
+            plot,
+            model,
+            view,
+            left_handed,
+        } => analyze_file(&video, &json, plot.as_deref(), model, &view, left_handed),
+        Command::Run => tokio::runtime::Runtime::new()
+            .map_err(Error::Io)
+            .and_then(|runtime| runtime.block_on(job::run(load_model))),
+        Command::Synth {
+            out,
+            seed,
+            count,
+            width,
+            height,
+            fps,
+            seconds,
+        } => {
+            let format = synth::ClipFormat {
+                width,
+                height,
+                fps,
+                seconds,
+            };
+            synth::write_clips(&out, seed, count, format).map(|_| ())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error ({}): {error}", error.code());
+            ExitCode::FAILURE
+        }
+    }
+}

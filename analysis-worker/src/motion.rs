@@ -1,0 +1,273 @@
+//! The cheap motion pass: frame differences on small grey frames with candle
+//! tensor ops, giving the motion energy of every frame and where in the picture
+//! the motion is. From those, the swing window (when to run the pose model) and
+//! the golfer's region (where to look first).
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::Error;
+use crate::frame::Frame;
+use crate::pose::Region;
+
+/// Frames are differenced in batches of this many (one tensor op per batch).
+const BATCH: usize = 16;
+
+/// Accumulates motion over a stream of equally sized small frames.
+pub struct MotionPass {
+    device: Device,
+    width: usize,
+    height: usize,
+    pending: Vec<u8>,
+    pending_times: Vec<f64>,
+    previous: Option<Tensor>,
+    times: Vec<f64>,
+    energy: Vec<f32>,
+    /// Per batch: index of its first frame and the summed |difference| map.
+    batch_maps: Vec<(usize, Vec<f32>)>,
+}
+
+/// What the motion pass measured.
+#[derive(Debug, Clone)]
+pub struct MotionSummary {
+    pub times: Vec<f64>,
+    /// Mean absolute grey-level change from the previous frame (0..255).
+    pub energy: Vec<f32>,
+    width: usize,
+    height: usize,
+    batch_maps: Vec<(usize, Vec<f32>)>,
+}
+
+impl MotionPass {
+    pub fn new(width: u32, height: u32) -> Self {
+        MotionPass {
+            device: Device::Cpu,
+            width: width as usize,
+            height: height as usize,
+            pending: Vec::new(),
+            pending_times: Vec::new(),
+            previous: None,
+            times: Vec::new(),
+            energy: Vec::new(),
+            batch_maps: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, frame: &Frame) -> Result<(), Error> {
+        self.pending.extend_from_slice(&frame.rgb);
+        self.pending_times.push(frame.time_s);
+        if self.pending_times.len() == BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        let n = self.pending_times.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let (h, w) = (self.height, self.width);
+        let rgb = Tensor::from_vec(
+            std::mem::take(&mut self.pending),
+            (n, h, w, 3),
+            &self.device,
+        )?
+        .to_dtype(DType::F32)?;
+        // ITU-R BT.601 luma.
+        let weights = Tensor::new(&[0.299f32, 0.587, 0.114], &self.device)?;
+        let grey = rgb.broadcast_mul(&weights)?.sum(3)?;
+        let first = match &self.previous {
+            Some(previous) => previous.clone(),
+            None => grey.narrow(0, 0, 1)?,
+        };
+        let sequence = Tensor::cat(&[&first, &grey], 0)?;
+        let diff = (sequence.narrow(0, 1, n)? - sequence.narrow(0, 0, n)?)?.abs()?;
+        self.energy.extend(diff.mean((1, 2))?.to_vec1::<f32>()?);
+        let map = diff.sum(0)?.flatten_all()?.to_vec1::<f32>()?;
+        self.batch_maps.push((self.times.len(), map));
+        self.times.append(&mut self.pending_times);
+        self.previous = Some(grey.narrow(0, n - 1, 1)?);
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<MotionSummary, Error> {
+        self.flush()?;
+        Ok(MotionSummary {
+            times: self.times,
+            energy: self.energy,
+            width: self.width,
+            height: self.height,
+            batch_maps: self.batch_maps,
+        })
+    }
+}
+
+/// Seconds of still frames kept on both sides of the motion burst: the event
+/// logic needs the golfer at rest before the takeaway and after the finish.
+const WINDOW_PAD_S: f64 = 0.7;
+/// Longest window around the peak of motion (the downswing).
+const MAX_BEFORE_PEAK_S: f64 = 5.0;
+const MAX_AFTER_PEAK_S: f64 = 3.0;
+
+impl MotionSummary {
+    /// The time span of the swing: the largest burst of motion above the
+    /// background (noise, camera shake), padded with still frames.
+    pub fn swing_window(&self) -> Option<(f64, f64)> {
+        let n = self.energy.len();
+        if n < 3 {
+            return None;
+        }
+        let mut sorted: Vec<f32> = self.energy.clone();
+        sorted.sort_by(f32::total_cmp);
+        let background = sorted[n / 2];
+        // Smooth over ~0.1 s so one noisy frame neither starts nor breaks a burst.
+        let duration = self.times[n - 1] - self.times[0];
+        let fps = (n - 1) as f64 / duration.max(1e-3);
+        let half = ((fps * 0.05).round() as usize).max(1);
+        let smooth: Vec<f32> = (0..n)
+            .map(|i| {
+                let (a, b) = (i.saturating_sub(half), (i + half + 1).min(n));
+                self.energy[a..b]
+                    .iter()
+                    .map(|e| (e - background).max(0.0))
+                    .sum::<f32>()
+                    / (b - a) as f32
+            })
+            .collect();
+        let peak_i = (0..n).max_by(|&a, &b| smooth[a].total_cmp(&smooth[b]))?;
+        let peak = smooth[peak_i];
+        // A swing moves a lot of pixels: at least 0.5 grey levels on average.
+        if peak < 0.5 {
+            return None;
+        }
+        let active = |i: usize| smooth[i] > 0.05 * peak;
+        let max_gap = (fps * 0.3) as usize;
+        let extend = |mut i: usize, step: isize| {
+            let mut gap = 0;
+            let mut last_active = i;
+            loop {
+                let next = i as isize + step;
+                if next < 0 || next >= n as isize || gap > max_gap {
+                    break;
+                }
+                i = next as usize;
+                if active(i) {
+                    last_active = i;
+                    gap = 0;
+                } else {
+                    gap += 1;
+                }
+            }
+            last_active
+        };
+        let (start, end) = (extend(peak_i, -1), extend(peak_i, 1));
+        // A swing lasts seconds: a longer burst (people walking by) is cut
+        // around its peak, which bounds the pose work and the keyframes kept.
+        let peak_t = self.times[peak_i];
+        Some((
+            (self.times[start] - WINDOW_PAD_S).max(self.times[0]).max(peak_t - MAX_BEFORE_PEAK_S),
+            (self.times[end] + WINDOW_PAD_S).min(self.times[n - 1]).min(peak_t + MAX_AFTER_PEAK_S),
+        ))
+    }
+
+    /// Where the motion of the window was, as a region in a `width`×`height`
+    /// frame, widened so that the still parts of the body fit too.
+    pub fn region(&self, window: (f64, f64), width: u32, height: u32) -> Option<Region> {
+        let (w, h) = (self.width, self.height);
+        let mut map = vec![0f32; w * h];
+        for (first, batch) in &self.batch_maps {
+            let t = self.times[*first];
+            if t >= window.0 && t <= window.1 {
+                map.iter_mut().zip(batch).for_each(|(m, b)| *m += b);
+            }
+        }
+        let max = map.iter().copied().fold(0.0, f32::max);
+        if max <= 0.0 {
+            return None;
+        }
+        let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
+        for y in 0..h {
+            for x in 0..w {
+                if map[y * w + x] >= 0.2 * max {
+                    (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+                }
+            }
+        }
+        let (sx, sy) = (f64::from(width) / w as f64, f64::from(height) / h as f64);
+        let (bw, bh) = ((x1 + 1 - x0) as f64 * sx, (y1 + 1 - y0) as f64 * sy);
+        let left = (x0 as f64 * sx - 0.25 * bw).max(0.0);
+        let top = (y0 as f64 * sy - 0.15 * bh).max(0.0);
+        let right = ((x1 + 1) as f64 * sx + 0.25 * bw).min(f64::from(width));
+        let bottom = ((y1 + 1) as f64 * sy + 0.25 * bh).min(f64::from(height));
+        Some(Region {
+            x: left as f32,
+            y: top as f32,
+            width: (right - left) as f32,
+            height: (bottom - top) as f32,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(index: usize, width: u32, height: u32, square_x: Option<u32>) -> Frame {
+        let mut rgb = vec![40u8; (width * height * 3) as usize];
+        if let Some(sx) = square_x {
+            for y in 10..20 {
+                for x in sx..sx + 10 {
+                    let i = 3 * (y * width + x) as usize;
+                    rgb[i..i + 3].copy_from_slice(&[250, 250, 250]);
+                }
+            }
+        }
+        Frame {
+            index,
+            time_s: index as f64 / 30.0,
+            width,
+            height,
+            rgb,
+        }
+    }
+
+    #[test]
+    fn finds_the_moving_burst_and_where_it_is() {
+        let (w, h) = (80, 40);
+        let mut pass = MotionPass::new(w, h);
+        // 2 s still, 1 s of a square moving right at x 20..50, 2 s still.
+        for i in 0..150usize {
+            let x = match i {
+                0..60 => 20,
+                60..90 => 20 + (i as u32 - 60),
+                _ => 50,
+            };
+            pass.push(&frame(i, w, h, Some(x))).unwrap();
+        }
+        let summary = pass.finish().unwrap();
+        assert_eq!(summary.energy.len(), 150);
+        assert_eq!(summary.energy[0], 0.0);
+        let (start, end) = summary.swing_window().expect("a burst of motion");
+        assert!((start - (2.0 - WINDOW_PAD_S)).abs() < 0.1, "start {start}");
+        assert!((end - (3.0 + WINDOW_PAD_S)).abs() < 0.1, "end {end}");
+        let region = summary.region((start, end), 160, 80).unwrap();
+        // Motion spans x 20..60 in the 80-wide frame: 40..120 at twice the size.
+        assert!(
+            region.x < 40.0 && region.x + region.width > 118.0,
+            "{region:?}"
+        );
+        assert!(
+            region.y < 20.0 && region.y + region.height > 40.0,
+            "{region:?}"
+        );
+    }
+
+    #[test]
+    fn a_still_video_has_no_swing_window() {
+        let mut pass = MotionPass::new(32, 32);
+        for i in 0..40 {
+            pass.push(&frame(i, 32, 32, Some(5))).unwrap();
+        }
+        assert_eq!(pass.finish().unwrap().swing_window(), None);
+    }
+}
