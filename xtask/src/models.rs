@@ -148,6 +148,8 @@ fn npm_pack(package: &NpmPackage, work: &Path) -> anyhow::Result<Vec<u8>> {
         let status = Command::new("npm")
             .args(["pack", package.spec, "--silent", "--pack-destination"])
             .arg(work)
+            // npm prints the tarball's name on stdout; our own progress goes to stderr.
+            .stdout(std::process::Stdio::null())
             .status()
             .context("running npm (is Node.js installed?)")?;
         ensure!(
