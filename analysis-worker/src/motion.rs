@@ -119,7 +119,10 @@ impl MotionSummary {
         }
         let mut sorted: Vec<f32> = self.energy.clone();
         sorted.sort_by(f32::total_cmp);
-        let background = sorted[n / 2];
+        // The swing may fill half the clip, so the background (noise, shake)
+        // is a low quantile, and its spread the distance to the median.
+        let background = sorted[n / 5];
+        let spread = sorted[n / 2] - background;
         // Smooth over ~0.1 s so one noisy frame neither starts nor breaks a burst.
         let duration = self.times[n - 1] - self.times[0];
         let fps = (n - 1) as f64 / duration.max(1e-3);
@@ -136,11 +139,12 @@ impl MotionSummary {
             .collect();
         let peak_i = (0..n).max_by(|&a, &b| smooth[a].total_cmp(&smooth[b]))?;
         let peak = smooth[peak_i];
-        // A swing moves a lot of pixels: at least 0.5 grey levels on average.
-        if peak < 0.5 {
+        // A swing must stand out from the frame-to-frame noise (sensor noise,
+        // camera shake, encoder quality pulsing at key frames).
+        if peak < 0.1f32.max(2.0 * spread) {
             return None;
         }
-        let active = |i: usize| smooth[i] > 0.05 * peak;
+        let active = |i: usize| smooth[i] > 0.15 * peak;
         let max_gap = (fps * 0.3) as usize;
         let extend = |mut i: usize, step: isize| {
             let mut gap = 0;
@@ -165,8 +169,12 @@ impl MotionSummary {
         // around its peak, which bounds the pose work and the keyframes kept.
         let peak_t = self.times[peak_i];
         Some((
-            (self.times[start] - WINDOW_PAD_S).max(self.times[0]).max(peak_t - MAX_BEFORE_PEAK_S),
-            (self.times[end] + WINDOW_PAD_S).min(self.times[n - 1]).min(peak_t + MAX_AFTER_PEAK_S),
+            (self.times[start] - WINDOW_PAD_S)
+                .max(self.times[0])
+                .max(peak_t - MAX_BEFORE_PEAK_S),
+            (self.times[end] + WINDOW_PAD_S)
+                .min(self.times[n - 1])
+                .min(peak_t + MAX_AFTER_PEAK_S),
         ))
     }
 

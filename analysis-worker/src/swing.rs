@@ -396,7 +396,11 @@ fn find_events(track: &Track, view: CameraView) -> Result<[f64; 8], SwingError> 
         .collect();
     let top = fitted_peak(&top_points).unwrap_or(top_i as f64);
 
-    let address = onset(&from_rest[..=top_i], top_i, address_power, ADDRESS_FIT).ok_or(
+    // The fits start above the keypoint jitter seen while the golfer stands still.
+    let jitter = |dist: &[f64]| median(dist[..rest_frames].to_vec());
+    let above_jitter = |range: (f64, f64), dist: &[f64]| (range.0.max(3.0 * jitter(dist)), range.1);
+    let address_range = above_jitter(ADDRESS_FIT, &from_rest);
+    let address = onset(&from_rest[..=top_i], top_i, address_power, address_range).ok_or(
         SwingError::NoSwing("the golfer is not at rest before the takeaway"),
     )?;
     let start = address.ceil() as usize;
@@ -443,9 +447,15 @@ fn find_events(track: &Track, view: CameraView) -> Result<[f64; 8], SwingError> 
     let follow_i = mid_follow_through.ceil() as usize;
     // At the finish the arms are far from hanging, so both views see the
     // angle linearly.
-    let finish = onset(&to_finish[..n - follow_i], n - 1 - follow_i, 2, FINISH_FIT)
-        .map(|reversed| (n - 1) as f64 - reversed)
-        .unwrap_or((n - 1) as f64);
+    let finish_range = above_jitter(FINISH_FIT, &to_finish);
+    let finish = onset(
+        &to_finish[..n - follow_i],
+        n - 1 - follow_i,
+        2,
+        finish_range,
+    )
+    .map(|reversed| (n - 1) as f64 - reversed)
+    .unwrap_or((n - 1) as f64);
 
     let events = [
         address,
