@@ -1,0 +1,48 @@
+//! Developer tasks, run as `cargo xtask <task>` (alias in .cargo/config.toml).
+
+mod crds;
+mod env;
+mod models;
+mod system;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "GolfTracker developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Regenerate the CRD YAML in crds/yaml/ from the Rust types.
+    Crds {
+        /// Only check that the checked-in YAML matches the types; exit non-zero if not.
+        #[arg(long)]
+        check: bool,
+    },
+    /// The local control plane in the background: `env up`, `env status`, `env down`.
+    Env {
+        #[command(subcommand)]
+        command: env::EnvCommand,
+    },
+    /// Fetch the pinned pose models (npm), check their sha256 and convert them to safetensors.
+    Models {
+        /// Cache directory (default: $HOME/.cache/golftracker/models).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+    /// Everything CI runs: installs what is missing, then format, lints and all tests.
+    Test,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Crds { check } => crds::run(check),
+        Task::Env { command } => env::run(command),
+        Task::Test => test::run(),
+        Task::Models { dir } => models::run(&dir.map_or_else(models::default_dir, Ok)?),
+    }
+}
