@@ -146,25 +146,19 @@ impl MotionSummary {
         }
         let active = |i: usize| smooth[i] > 0.15 * peak;
         let max_gap = (fps * 0.3) as usize;
-        let extend = |mut i: usize, step: isize| {
-            let mut gap = 0;
-            let mut last_active = i;
-            loop {
-                let next = i as isize + step;
-                if next < 0 || next >= n as isize || gap > max_gap {
-                    break;
-                }
-                i = next as usize;
-                if active(i) {
-                    last_active = i;
-                    gap = 0;
-                } else {
-                    gap += 1;
-                }
+        // Bursts of activity (gaps up to 0.3 s bridged); the swing is the one
+        // with the most motion in total, not merely the sharpest spike (a
+        // camera bump at the end of a clip is short).
+        let mut bursts: Vec<(usize, usize)> = Vec::new();
+        for i in (0..n).filter(|&i| active(i)) {
+            match bursts.last_mut() {
+                Some(last) if i - last.1 <= max_gap + 1 => last.1 = i,
+                _ => bursts.push((i, i)),
             }
-            last_active
-        };
-        let (start, end) = (extend(peak_i, -1), extend(peak_i, 1));
+        }
+        let total = |&(a, b): &(usize, usize)| smooth[a..=b].iter().sum::<f32>();
+        let &(start, end) = bursts.iter().max_by(|x, y| total(x).total_cmp(&total(y)))?;
+        let peak_i = (start..=end).max_by(|&a, &b| smooth[a].total_cmp(&smooth[b]))?;
         // A swing lasts seconds: a longer burst (people walking by) is cut
         // around its peak, which bounds the pose work and the keyframes kept.
         let peak_t = self.times[peak_i];
