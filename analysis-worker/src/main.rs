@@ -57,7 +57,11 @@ enum Command {
 /// Where `cargo xtask models` puts the default pose model.
 fn default_model_path() -> Option<PathBuf> {
     let home = std::env::var_os("HOME")?;
-    Some(PathBuf::from(home).join(".cache/golftracker/models/blazepose-0.5.1675469404-v1/blazepose_full.safetensors"))
+    Some(
+        PathBuf::from(home).join(
+            ".cache/golftracker/models/blazepose-0.5.1675469404-v1/blazepose_full.safetensors",
+        ),
+    )
 }
 
 /// The pose model behind `--model` / the job's model URI.
