@@ -24,6 +24,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     process::Stdio,
     sync::Arc,
@@ -452,7 +453,13 @@ impl PodPlan {
 
     /// Runs the processes in order until one fails or `deadline` passes.
     async fn run(self, deadline: Option<Timestamp>) -> PodOutcome {
-        let log = match std::fs::File::create(&self.log) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&self.log);
+        let log = match log {
             Ok(log) => log,
             Err(error) => {
                 tracing::warn!(%error, log = %self.log.display(), "cannot create pod log");

@@ -7,7 +7,7 @@ use std::{
     future::Future,
     io::{Read, Seek, SeekFrom},
     net::{Ipv4Addr, SocketAddrV4, TcpListener},
-    os::unix::process::CommandExt,
+    os::unix::{fs::OpenOptionsExt, process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -76,10 +76,17 @@ impl ServerCommand {
     }
 
     pub(crate) fn spawn(mut self) -> Result<ServerProcess, Error> {
-        let log = File::create(&self.log).map_err(|source| Error::Io {
-            action: format!("create log file {}", self.log.display()),
-            source,
-        })?;
+        // Owner-only: Vault's dev mode prints its root token into its log.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&self.log)
+            .map_err(|source| Error::Io {
+                action: format!("create log file {}", self.log.display()),
+                source,
+            })?;
         let log_err = log.try_clone().map_err(|source| Error::Io {
             action: format!("open log file {}", self.log.display()),
             source,
