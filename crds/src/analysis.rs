@@ -20,6 +20,8 @@ pub mod condition {
 
 /// A request to analyse one uploaded golf-swing video. The operator runs one worker Job
 /// for it and copies the result into its status.
+// kube's `printcolumn(...)` and `shortname` attributes repeat by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "golftracker.io",
@@ -35,8 +37,16 @@ pub mod condition {
     derive = "PartialEq",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Stack", type_ = "string", json_path = ".spec.stackRef.name"),
-    printcolumn(name = "Tempo", type_ = "number", json_path = ".status.result.tempoRatio"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Tempo",
+        type_ = "number",
+        json_path = ".status.result.tempoRatio"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SwingAnalysisSpec {
@@ -93,7 +103,9 @@ pub struct Golfer {
 }
 
 /// Handedness of the golfer.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Handedness {
     #[default]
@@ -111,7 +123,9 @@ impl Handedness {
 }
 
 /// Camera position relative to the golfer.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum CameraView {
     /// Behind the golfer, looking at the target.
@@ -133,7 +147,9 @@ impl CameraView {
 }
 
 /// What deleting the analysis does to its data.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 pub enum Retention {
     /// Keep the video, report and database rows.
     #[default]
@@ -143,7 +159,9 @@ pub enum Retention {
 }
 
 /// Lifecycle phase of an analysis.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 pub enum Phase {
     /// Waiting for its stack (missing or not Ready) or for valid input.
     #[default]

@@ -22,7 +22,12 @@ pub struct NewCondition<'a> {
 
 /// Sets (adds or replaces) a condition. `lastTransitionTime` only moves when the
 /// status changes, so watchers can tell how long a condition has held.
-pub fn set_condition(conditions: &mut Vec<Condition>, new: NewCondition<'_>, generation: Option<i64>, now: Timestamp) {
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    new: NewCondition<'_>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
     let existing = conditions.iter_mut().find(|c| c.type_ == new.type_);
     let last_transition_time = match &existing {
         Some(old) if old.status == new.status => old.last_transition_time.clone(),
@@ -57,7 +62,12 @@ mod tests {
     use super::*;
 
     fn ready(status: &str) -> NewCondition<'_> {
-        NewCondition { type_: "Ready", status, reason: "Test", message: "m".into() }
+        NewCondition {
+            type_: "Ready",
+            status,
+            reason: "Test",
+            message: "m".into(),
+        }
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub mod condition {
 
 /// The infrastructure of one environment of the golf-swing analysis app: the video
 /// bucket, the results database, Vault wiring and the analysis worker's Job template.
+// kube's `printcolumn(...)` and `shortname` attributes repeat by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "golftracker.io",
@@ -31,11 +33,27 @@ pub mod condition {
     namespaced,
     status = "GolfTrackerStackStatus",
     derive = "PartialEq",
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
     printcolumn(name = "Bucket", type_ = "string", json_path = ".spec.storage.bucket"),
-    printcolumn(name = "Running", type_ = "integer", json_path = ".status.runningAnalyses"),
-    printcolumn(name = "Queued", type_ = "integer", json_path = ".status.queuedAnalyses"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Running",
+        type_ = "integer",
+        json_path = ".status.runningAnalyses"
+    ),
+    printcolumn(
+        name = "Queued",
+        type_ = "integer",
+        json_path = ".status.queuedAnalyses"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct GolfTrackerStackSpec {
@@ -57,7 +75,10 @@ pub struct GolfTrackerStackSpec {
 pub struct StorageSpec {
     /// Bucket name (S3 naming rules: 3-63 lowercase letters, digits, dots and hyphens,
     /// starting and ending with a letter or digit, no `..`, not an IP address).
-    #[schemars(length(min = 3, max = 63), regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"))]
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    )]
     #[x_kube(validation = Rule::new("!self.contains('..') && !self.matches('^[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+$') && !self.startsWith('xn--') && !self.endsWith('-s3alias')").message("bucket must follow the S3 naming rules: no '..', not an IP address, no 'xn--' prefix or '-s3alias' suffix"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("storage.bucket is immutable"))]
     pub bucket: String,
@@ -105,7 +126,9 @@ pub struct EncryptionSpec {
 }
 
 /// Server-side encryption mode.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 pub enum EncryptionMode {
     #[default]
     #[serde(rename = "SSE-S3")]
@@ -148,7 +171,9 @@ impl Default for LifecycleSpec {
 }
 
 /// What deleting the stack does to the bucket.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 pub enum DeletionPolicy {
     /// Leave the bucket and its objects.
     #[default]
@@ -179,7 +204,9 @@ pub struct DatabaseSpec {
 }
 
 /// libpq `sslmode`.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     Disable,
@@ -277,7 +304,11 @@ pub struct VaultAuthSpec {
 
 impl Default for VaultAuthSpec {
     fn default() -> Self {
-        Self { mount: default_kubernetes_mount(), role: default_operator_role(), token_secret_ref: None }
+        Self {
+            mount: default_kubernetes_mount(),
+            role: default_operator_role(),
+            token_secret_ref: None,
+        }
     }
 }
 
@@ -295,12 +326,17 @@ pub struct VaultKvSpec {
 
 impl Default for VaultKvSpec {
     fn default() -> Self {
-        Self { mount: default_kv_mount(), path_prefix: default_kv_prefix() }
+        Self {
+            mount: default_kv_mount(),
+            path_prefix: default_kv_prefix(),
+        }
     }
 }
 
 /// Who turns Vault secrets into the Kubernetes Secret worker Jobs mount.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 pub enum SecretDelivery {
     /// The operator reads Vault and writes the Secret, renewing it before the TTL runs out.
     #[default]
@@ -391,7 +427,9 @@ pub struct SpotSpec {
 }
 
 /// How strictly worker pods go to spot nodes.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 pub enum SpotMode {
     Required,
     #[default]

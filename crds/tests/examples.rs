@@ -12,7 +12,12 @@ struct TypeMeta {
 }
 
 /// Leaves of `original` that are missing from `reparsed`: fields the types silently dropped.
-fn dropped_fields(original: &serde_json::Value, reparsed: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+fn dropped_fields(
+    original: &serde_json::Value,
+    reparsed: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
     match (original, reparsed) {
         (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
             for (k, v) in a {
@@ -32,11 +37,22 @@ fn dropped_fields(original: &serde_json::Value, reparsed: &serde_json::Value, pa
 }
 
 fn check<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &str, file: &Path) {
-    let original: serde_json::Value = serde_saphyr::from_str(doc).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    let typed: T = serde_json::from_value(original.clone()).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let original: serde_json::Value =
+        serde_saphyr::from_str(doc).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let typed: T = serde_json::from_value(original.clone())
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let mut dropped = Vec::new();
-    dropped_fields(&original, &serde_json::to_value(&typed).unwrap(), "", &mut dropped);
-    assert!(dropped.is_empty(), "{}: fields unknown to the types: {dropped:?}", file.display());
+    dropped_fields(
+        &original,
+        &serde_json::to_value(&typed).unwrap(),
+        "",
+        &mut dropped,
+    );
+    assert!(
+        dropped.is_empty(),
+        "{}: fields unknown to the types: {dropped:?}",
+        file.display()
+    );
 }
 
 #[test]
@@ -49,8 +65,12 @@ fn every_example_parses_into_the_types() {
             continue;
         }
         let text = std::fs::read_to_string(&file).unwrap();
-        for doc in text.split("\n---").filter(|d| d.lines().any(|l| l.starts_with("kind:"))) {
-            let meta: TypeMeta = serde_saphyr::from_str(doc).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        for doc in text
+            .split("\n---")
+            .filter(|d| d.lines().any(|l| l.starts_with("kind:")))
+        {
+            let meta: TypeMeta =
+                serde_saphyr::from_str(doc).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             match meta.kind.as_str() {
                 "GolfTrackerStack" => check::<GolfTrackerStack>(doc, &file),
                 "SwingAnalysis" => check::<SwingAnalysis>(doc, &file),
@@ -59,6 +79,12 @@ fn every_example_parses_into_the_types() {
             kinds.push(meta.kind);
         }
     }
-    assert!(kinds.iter().filter(|k| *k == "GolfTrackerStack").count() >= 2, "examples lost a stack: {kinds:?}");
-    assert!(kinds.iter().any(|k| k == "SwingAnalysis"), "examples lost an analysis: {kinds:?}");
+    assert!(
+        kinds.iter().filter(|k| *k == "GolfTrackerStack").count() >= 2,
+        "examples lost a stack: {kinds:?}"
+    );
+    assert!(
+        kinds.iter().any(|k| k == "SwingAnalysis"),
+        "examples lost an analysis: {kinds:?}"
+    );
 }

@@ -24,7 +24,12 @@ fn checked_in_yaml_matches_the_types() {
 /// Walks a schema node and collects the paths that break the structural rules we can check
 /// offline: no `$ref`, a `type` on every node (or an int-or-string / preserve-unknown marker),
 /// and no type-defining keywords inside `anyOf`/`oneOf`/`allOf`/`not`.
-fn structural_violations(node: &Value, path: &str, in_value_validation: bool, out: &mut Vec<String>) {
+fn structural_violations(
+    node: &Value,
+    path: &str,
+    in_value_validation: bool,
+    out: &mut Vec<String>,
+) {
     let Some(obj) = node.as_object() else { return };
     if obj.contains_key("$ref") {
         out.push(format!("{path}: $ref"));
@@ -33,7 +38,13 @@ fn structural_violations(node: &Value, path: &str, in_value_validation: bool, ou
         || obj.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true))
         || obj.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
     if in_value_validation {
-        for key in ["type", "description", "default", "additionalProperties", "nullable"] {
+        for key in [
+            "type",
+            "description",
+            "default",
+            "additionalProperties",
+            "nullable",
+        ] {
             if obj.contains_key(key) {
                 out.push(format!("{path}: `{key}` inside a logical junctor"));
             }
@@ -53,7 +64,13 @@ fn structural_violations(node: &Value, path: &str, in_value_validation: bool, ou
         structural_violations(additional, &format!("{path}{{}}"), in_value_validation, out);
     }
     for junctor in ["anyOf", "oneOf", "allOf"] {
-        for (i, branch) in obj.get(junctor).and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (i, branch) in obj
+            .get(junctor)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             structural_violations(branch, &format!("{path}/{junctor}[{i}]"), true, out);
         }
     }
@@ -67,15 +84,30 @@ fn schemas_are_structural() {
         assert!(schema.is_object(), "{} has no schema", manifest.file_name);
         let mut violations = Vec::new();
         structural_violations(schema, "", false, &mut violations);
-        assert!(violations.is_empty(), "{} is not structural:\n{}", manifest.file_name, violations.join("\n"));
+        assert!(
+            violations.is_empty(),
+            "{} is not structural:\n{}",
+            manifest.file_name,
+            violations.join("\n")
+        );
     }
 }
 
 fn cel_messages(node: &Value, out: &mut Vec<String>) {
     match node {
         Value::Object(obj) => {
-            for rule in obj.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten() {
-                out.push(rule["message"].as_str().unwrap_or(rule["rule"].as_str().unwrap_or("")).to_string());
+            for rule in obj
+                .get("x-kubernetes-validations")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                out.push(
+                    rule["message"]
+                        .as_str()
+                        .unwrap_or(rule["rule"].as_str().unwrap_or(""))
+                        .to_string(),
+                );
             }
             obj.values().for_each(|v| cel_messages(v, out));
         }
@@ -98,7 +130,10 @@ fn crds_carry_the_cel_rules() {
         "encryption.kmsKeyId is required with mode SSE-KMS",
         "database.credentials needs exactly one of secretRef or vault",
     ] {
-        assert!(messages.iter().any(|m| m == expected), "missing CEL rule {expected:?} in {messages:?}");
+        assert!(
+            messages.iter().any(|m| m == expected),
+            "missing CEL rule {expected:?} in {messages:?}"
+        );
     }
 }
 
@@ -106,10 +141,22 @@ fn crds_carry_the_cel_rules() {
 fn crd_names_kinds_and_printer_columns() {
     let manifests = crd_manifests();
     let names: Vec<_> = manifests.iter().map(|m| m.file_name.as_str()).collect();
-    assert_eq!(names, ["golftrackerstacks.golftracker.io.yaml", "swinganalyses.golftracker.io.yaml"]);
+    assert_eq!(
+        names,
+        [
+            "golftrackerstacks.golftracker.io.yaml",
+            "swinganalyses.golftracker.io.yaml"
+        ]
+    );
     let stack = &manifests[0].crd.spec;
-    assert_eq!(stack.names.short_names.as_deref(), Some(&["gts".to_string()][..]));
-    assert_eq!(stack.names.categories.as_deref(), Some(&["golftracker".to_string()][..]));
+    assert_eq!(
+        stack.names.short_names.as_deref(),
+        Some(&["gts".to_string()][..])
+    );
+    assert_eq!(
+        stack.names.categories.as_deref(),
+        Some(&["golftracker".to_string()][..])
+    );
     let columns: Vec<_> = stack.versions[0]
         .additional_printer_columns
         .iter()
@@ -119,5 +166,11 @@ fn crd_names_kinds_and_printer_columns() {
     assert_eq!(columns, ["Ready", "Bucket", "Running", "Queued", "Age"]);
     let analysis = &manifests[1].crd.spec;
     assert_eq!(analysis.names.plural, "swinganalyses");
-    assert!(analysis.versions[0].subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+    assert!(
+        analysis.versions[0]
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some()
+    );
 }

@@ -9,7 +9,11 @@ pub enum Error {
     #[error("the stack's {what} Secret: {message}")]
     Secret { what: &'static str, message: String },
     #[error("S3 {operation} on {target}: {message}")]
-    S3 { operation: &'static str, target: String, message: String },
+    S3 {
+        operation: &'static str,
+        target: String,
+        message: String,
+    },
     #[error("results database: {0}")]
     Database(String),
     #[error("finalizer: {0}")]

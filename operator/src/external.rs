@@ -8,18 +8,47 @@ use aws_sdk_s3::config::{Credentials, Region};
 use golftracker_crds::stack::GolfTrackerStack;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use tokio::sync::Mutex;
 
-use crate::analysis::job::{DB_PASSWORD_KEY, DB_USERNAME_KEY, S3_ACCESS_KEY_ID_KEY, S3_SECRET_ACCESS_KEY_KEY, database_secret};
+use crate::analysis::job::{
+    DB_PASSWORD_KEY, DB_USERNAME_KEY, S3_ACCESS_KEY_ID_KEY, S3_SECRET_ACCESS_KEY_KEY,
+    database_secret,
+};
 use crate::error::{Error, Result};
 
-async fn secret_data(client: &Client, namespace: &str, name: &str, what: &'static str) -> Result<(String, BTreeMap<String, String>)> {
-    let secret = Api::<Secret>::namespaced(client.clone(), namespace).get_opt(name).await?.ok_or_else(|| Error::Secret {
-        what,
-        message: format!("Secret {namespace}/{name} not found"),
-    })?;
+/// A short, secret-free description of an S3 failure: the service's code and message
+/// when it answered, else the transport error (the full debug form holds the raw response).
+pub fn s3_error_message<
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+>(
+    e: &aws_sdk_s3::error::SdkError<E, R>,
+) -> String {
+    match e.as_service_error() {
+        Some(service) => format!(
+            "{}: {}",
+            service.code().unwrap_or("Unknown"),
+            service.message().unwrap_or("no message")
+        ),
+        None => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+    }
+}
+
+async fn secret_data(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    what: &'static str,
+) -> Result<(String, BTreeMap<String, String>)> {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| Error::Secret {
+            what,
+            message: format!("Secret {namespace}/{name} not found"),
+        })?;
     let data = secret
         .data
         .unwrap_or_default()
@@ -29,8 +58,18 @@ async fn secret_data(client: &Client, namespace: &str, name: &str, what: &'stati
     Ok((secret.metadata.resource_version.unwrap_or_default(), data))
 }
 
-fn key<'a>(data: &'a BTreeMap<String, String>, key: &str, what: &'static str, secret: &str) -> Result<&'a str> {
-    data.get(key).map(String::as_str).ok_or_else(|| Error::Secret { what, message: format!("Secret {secret} has no key {key:?}") })
+fn key<'a>(
+    data: &'a BTreeMap<String, String>,
+    key: &str,
+    what: &'static str,
+    secret: &str,
+) -> Result<&'a str> {
+    data.get(key)
+        .map(String::as_str)
+        .ok_or_else(|| Error::Secret {
+            what,
+            message: format!("Secret {secret} has no key {key:?}"),
+        })
 }
 
 /// An S3 client for the stack's bucket: static keys from `credentialsSecret` when set,
@@ -57,10 +96,18 @@ pub async fn s3_client(client: &Client, stack: &GolfTrackerStack) -> Result<aws_
             let (_, data) = secret_data(client, &namespace, name, "S3 credentials").await?;
             let id = key(&data, S3_ACCESS_KEY_ID_KEY, "S3 credentials", name)?;
             let secret = key(&data, S3_SECRET_ACCESS_KEY_KEY, "S3 credentials", name)?;
-            config = config.credentials_provider(Credentials::new(id, secret, None, None, "golftracker-stack-secret"));
+            config = config.credentials_provider(Credentials::new(
+                id,
+                secret,
+                None,
+                None,
+                "golftracker-stack-secret",
+            ));
         }
         None => {
-            let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+            let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .load()
+                .await;
             if let Some(provider) = shared.credentials_provider() {
                 config = config.credentials_provider(provider);
             }
@@ -83,19 +130,34 @@ impl DatabasePools {
             what: "database credentials",
             message: "the stack names no database credentials Secret yet".into(),
         })?;
-        let (version, data) = secret_data(client, &namespace, &secret, "database credentials").await?;
+        let (version, data) =
+            secret_data(client, &namespace, &secret, "database credentials").await?;
         let cache_key = format!("{namespace}/{}/{secret}@{version}", stack.name_any());
         if let Some(pool) = self.pools.lock().await.get(&cache_key) {
             return Ok(pool.clone());
         }
         let db = &stack.spec.database;
-        let ssl_mode: PgSslMode = db.ssl_mode.as_str().parse().map_err(|e: sqlx::Error| Error::Database(e.to_string()))?;
+        let ssl_mode: PgSslMode = db
+            .ssl_mode
+            .as_str()
+            .parse()
+            .map_err(|e: sqlx::Error| Error::Database(e.to_string()))?;
         let options = PgConnectOptions::new_without_pgpass()
             .host(&db.host)
             .port(db.port as u16)
             .database(&db.database)
-            .username(key(&data, DB_USERNAME_KEY, "database credentials", &secret)?)
-            .password(key(&data, DB_PASSWORD_KEY, "database credentials", &secret)?)
+            .username(key(
+                &data,
+                DB_USERNAME_KEY,
+                "database credentials",
+                &secret,
+            )?)
+            .password(key(
+                &data,
+                DB_PASSWORD_KEY,
+                "database credentials",
+                &secret,
+            )?)
             .ssl_mode(ssl_mode);
         let pool = PgPoolOptions::new()
             .max_connections(4)

@@ -23,14 +23,22 @@ impl Readiness {
     }
 }
 
-pub async fn serve(addr: SocketAddr, metrics: Metrics, readiness: Readiness) -> std::io::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Metrics,
+    readiness: Readiness,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(move || async move { metrics.render() }))
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
             get(move || async move {
-                if readiness.is_ready() { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "syncing") }
+                if readiness.is_ready() {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "syncing")
+                }
             }),
         );
     let listener = tokio::net::TcpListener::bind(addr).await?;

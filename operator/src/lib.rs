@@ -4,4 +4,5 @@ pub mod analysis;
 pub mod error;
 pub mod external;
 pub mod http;
+pub mod stack;
 pub mod telemetry;

@@ -7,13 +7,18 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use golftracker_operator::analysis::{self, Settings, job::JobOptions};
 use golftracker_operator::http::{self, Readiness};
+use golftracker_operator::stack;
 use golftracker_operator::telemetry::{self, Metrics};
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{info, warn};
 
 #[derive(Parser)]
-#[command(name = "golftracker-operator", version, about = "Kubernetes operator for GolfTracker swing analyses")]
+#[command(
+    name = "golftracker-operator",
+    version,
+    about = "Kubernetes operator for GolfTracker swing analyses"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,6 +45,9 @@ enum Command {
         /// Namespace of the leader-election Lease.
         #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
         lease_namespace: String,
+        /// Seconds between re-checks of a stack's bucket, database and Vault (drift repair).
+        #[arg(long, env = "RESYNC_SECONDS", default_value_t = 120)]
+        resync_seconds: u64,
         /// Label worker Jobs for the local job runner (local control plane only).
         #[arg(long, env = "LOCAL_JOB_RUNNER")]
         local_job_runner: bool,
@@ -47,7 +55,8 @@ enum Command {
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},
@@ -56,8 +65,12 @@ async fn shutdown_signal() {
 }
 
 /// Blocks until this replica holds the Lease; the returned channel flips to false if it is lost.
-async fn become_leader(client: Client, namespace: &str) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
-    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("golftracker-operator-{}", std::process::id()));
+async fn become_leader(
+    client: Client,
+    namespace: &str,
+) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+    let identity = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("golftracker-operator-{}", std::process::id()));
     let manager = LeaseManagerBuilder::new(client, "golftracker-operator")
         .with_namespace(namespace)
         .with_identity(identity)
@@ -88,12 +101,26 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run { namespace, metrics_addr, concurrency, leader_election, lease_namespace, local_job_runner } => {
+        Command::Run {
+            namespace,
+            metrics_addr,
+            concurrency,
+            leader_election,
+            lease_namespace,
+            resync_seconds,
+            local_job_runner,
+        } => {
             telemetry::init_logging();
-            let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+            let client = Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API")?;
             let metrics = Metrics::default();
             let readiness = Readiness::default();
-            tokio::spawn(http::serve(metrics_addr, metrics.clone(), readiness.clone()));
+            tokio::spawn(http::serve(
+                metrics_addr,
+                metrics.clone(),
+                readiness.clone(),
+            ));
             let lost_leadership = if leader_election {
                 let mut leader = become_leader(client.clone(), &lease_namespace).await?;
                 Some(async move {
@@ -107,14 +134,42 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 None
             };
-            let shutdown = async move {
+            // One shutdown, broadcast to both controllers.
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
                 match lost_leadership {
                     Some(lost) => tokio::select! { _ = shutdown_signal() => {}, _ = lost => {} },
                     None => shutdown_signal().await,
                 }
+                let _ = stop.send(true);
+            });
+            let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = rx.wait_for(|stopped| *stopped).await;
             };
-            let settings = Settings { namespace, concurrency, options: JobOptions { local_runner: local_job_runner } };
-            analysis::run(client, settings, metrics, move || readiness.set_ready(), shutdown).await;
+            let settings = Settings {
+                namespace: namespace.clone(),
+                concurrency,
+                options: JobOptions {
+                    local_runner: local_job_runner,
+                },
+            };
+            tokio::join!(
+                analysis::run(
+                    client.clone(),
+                    settings,
+                    metrics.clone(),
+                    move || readiness.set_ready(),
+                    until_stopped(stopped.clone())
+                ),
+                stack::run(
+                    client,
+                    namespace,
+                    concurrency,
+                    Duration::from_secs(resync_seconds),
+                    metrics,
+                    until_stopped(stopped)
+                ),
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
             Ok(())
         }

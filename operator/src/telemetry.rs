@@ -12,8 +12,11 @@ use prometheus_client::registry::Registry;
 
 /// JSON logs when `LOG_FORMAT=json`, human-readable otherwise; level from `RUST_LOG`.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {
@@ -67,12 +70,40 @@ impl Default for Metrics {
         let queue_depth = Family::<StackLabel, Gauge>::default();
         let job_duration = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         registry.register("reconciles", "Reconciles run", reconciles.clone());
-        registry.register("reconcile_errors", "Reconciles that failed, by error kind", errors.clone());
-        registry.register("reconcile_duration_seconds", "Time spent in one reconcile", reconcile_duration.clone());
-        registry.register("analyses", "SwingAnalyses by phase", analyses_by_phase.clone());
-        registry.register("queue_depth", "SwingAnalyses waiting for a worker slot, by stack", queue_depth.clone());
-        registry.register("job_duration_seconds", "Worker Job wall time, start to finish", job_duration.clone());
-        Self { registry: Arc::new(registry), reconciles, errors, reconcile_duration, analyses_by_phase, queue_depth, job_duration }
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by error kind",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "analyses",
+            "SwingAnalyses by phase",
+            analyses_by_phase.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "SwingAnalyses waiting for a worker slot, by stack",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "job_duration_seconds",
+            "Worker Job wall time, start to finish",
+            job_duration.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            reconciles,
+            errors,
+            reconcile_duration,
+            analyses_by_phase,
+            queue_depth,
+            job_duration,
+        }
     }
 }
 
@@ -80,17 +111,22 @@ impl Metrics {
     pub fn reconciled(&self, controller: &'static str, took: Duration) {
         let label = ControllerLabel { controller };
         self.reconciles.get_or_create(&label).inc();
-        self.reconcile_duration.get_or_create(&label).observe(took.as_secs_f64());
+        self.reconcile_duration
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
     }
 
     pub fn failed(&self, controller: &'static str, kind: &'static str) {
-        self.errors.get_or_create(&ErrorLabels { controller, kind }).inc();
+        self.errors
+            .get_or_create(&ErrorLabels { controller, kind })
+            .inc();
     }
 
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

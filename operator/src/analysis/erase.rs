@@ -17,7 +17,11 @@ use crate::external;
 /// Deletes every version (and delete marker) of the objects under `prefix`; with
 /// `exact`, only the object named `prefix` itself. Returns how many were deleted.
 async fn delete_all_versions(s3: &S3, bucket: &str, prefix: &str, exact: bool) -> Result<usize> {
-    let fail = |operation, e: String| Error::S3 { operation, target: format!("s3://{bucket}/{prefix}"), message: e };
+    let fail = |operation, e: String| Error::S3 {
+        operation,
+        target: format!("s3://{bucket}/{prefix}"),
+        message: e,
+    };
     let mut deleted = 0;
     let mut key_marker = None;
     let mut version_marker = None;
@@ -30,18 +34,23 @@ async fn delete_all_versions(s3: &S3, bucket: &str, prefix: &str, exact: bool) -
             .set_version_id_marker(version_marker.take())
             .send()
             .await
-            .map_err(|e| fail("ListObjectVersions", aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+            .map_err(|e| fail("ListObjectVersions", crate::external::s3_error_message(&e)))?;
         let versions = page.versions().iter().map(|v| (v.key(), v.version_id()));
-        let markers = page.delete_markers().iter().map(|m| (m.key(), m.version_id()));
+        let markers = page
+            .delete_markers()
+            .iter()
+            .map(|m| (m.key(), m.version_id()));
         for (key, version) in versions.chain(markers) {
-            let Some(key) = key.filter(|k| !exact || *k == prefix) else { continue };
+            let Some(key) = key.filter(|k| !exact || *k == prefix) else {
+                continue;
+            };
             s3.delete_object()
                 .bucket(bucket)
                 .key(key)
                 .set_version_id(version.map(str::to_string))
                 .send()
                 .await
-                .map_err(|e| fail("DeleteObject", aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+                .map_err(|e| fail("DeleteObject", crate::external::s3_error_message(&e)))?;
             deleted += 1;
         }
         if page.is_truncated() != Some(true) {
@@ -69,8 +78,15 @@ async fn erase(analysis: &SwingAnalysis, ctx: &Context) -> Result<String> {
         }
     }
     let pool = ctx.databases.pool(&ctx.client, &stack).await?;
-    let rows = golftracker_results_db::erase_analysis(&pool, &analysis.meta().uid.clone().unwrap_or_default()).await?;
-    Ok(format!("erased {objects} object versions and {} database rows", rows.total()))
+    let rows = golftracker_results_db::erase_analysis(
+        &pool,
+        &analysis.meta().uid.clone().unwrap_or_default(),
+    )
+    .await?;
+    Ok(format!(
+        "erased {objects} object versions and {} database rows",
+        rows.total()
+    ))
 }
 
 /// The finalizer's cleanup step.
@@ -85,15 +101,18 @@ pub async fn cleanup(analysis: &SwingAnalysis, ctx: &Context) -> Result<Action> 
             Ok(Action::await_change())
         }
         Err(e) => {
-            let status = with_condition(analysis, status, NewCondition {
-                type_: condition::ERASED,
-                status: conditions::FALSE,
-                reason: "EraseFailed",
-                message: format!("{e}; the object stays until its data is erased (retrying)"),
-            });
+            let status = with_condition(
+                analysis,
+                status,
+                NewCondition {
+                    type_: condition::ERASED,
+                    status: conditions::FALSE,
+                    reason: "EraseFailed",
+                    message: format!("{e}; the object stays until its data is erased (retrying)"),
+                },
+            );
             update_status(ctx, analysis, status).await?;
             Err(e)
         }
     }
 }
-

@@ -8,10 +8,10 @@ use golftracker_crds::stack::{GolfTrackerStack, SpotMode, SpotSpec};
 use golftracker_crds::worker_env as env;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, NodeAffinity, NodeSelector,
-    NodeSelectorRequirement, NodeSelectorTerm, PodSecurityContext, PodSpec, PodTemplateSpec,
-    PreferredSchedulingTerm, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
-    VolumeMount,
+    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, NodeAffinity,
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodSecurityContext, PodSpec,
+    PodTemplateSpec, PreferredSchedulingTerm, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -49,12 +49,22 @@ pub struct JobOptions {
 /// The Job's name: derived from the analysis uid only, so a retried or re-delivered
 /// reconcile (also after an operator restart) can never create a second Job.
 pub fn job_name(analysis: &SwingAnalysis) -> Result<String> {
-    let uid = analysis.meta().uid.as_deref().ok_or(Error::MissingField("metadata.uid"))?;
+    let uid = analysis
+        .meta()
+        .uid
+        .as_deref()
+        .ok_or(Error::MissingField("metadata.uid"))?;
     let short: String = uid.chars().filter(|c| *c != '-').take(12).collect();
     let name = analysis.name_any();
     // 63 is the label-value limit the Job controller copies the name into.
-    let prefix: String = name.chars().take(63 - 1 - short.len() - "swing-".len()).collect();
-    Ok(format!("swing-{}-{short}", prefix.trim_end_matches(['-', '.'])))
+    let prefix: String = name
+        .chars()
+        .take(63 - 1 - short.len() - "swing-".len())
+        .collect();
+    Ok(format!(
+        "swing-{}-{short}",
+        prefix.trim_end_matches(['-', '.'])
+    ))
 }
 
 /// Name of the ServiceAccount worker pods run as (created by the stack controller).
@@ -68,20 +78,34 @@ pub fn video_uri(analysis: &SwingAnalysis, stack: &GolfTrackerStack) -> String {
     if video.starts_with("s3://") {
         video.clone()
     } else {
-        format!("s3://{}/{}", stack.spec.storage.bucket, video.trim_start_matches('/'))
+        format!(
+            "s3://{}/{}",
+            stack.spec.storage.bucket,
+            video.trim_start_matches('/')
+        )
     }
 }
 
 /// Splits `s3://bucket/key` into bucket and key.
 pub fn split_s3_uri(uri: &str) -> Option<(&str, &str)> {
-    uri.strip_prefix("s3://")?.split_once('/').filter(|(b, k)| !b.is_empty() && !k.is_empty())
+    uri.strip_prefix("s3://")?
+        .split_once('/')
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
 }
 
 /// Prefix of the report objects: one folder per analysis uid, so erasing is a prefix delete.
 pub fn report_prefix_uri(analysis: &SwingAnalysis, stack: &GolfTrackerStack) -> Result<String> {
-    let uid = analysis.meta().uid.as_deref().ok_or(Error::MissingField("metadata.uid"))?;
+    let uid = analysis
+        .meta()
+        .uid
+        .as_deref()
+        .ok_or(Error::MissingField("metadata.uid"))?;
     let namespace = analysis.namespace().unwrap_or_default();
-    Ok(format!("s3://{}/reports/{namespace}/{}/{uid}/", stack.spec.storage.bucket, analysis.name_any()))
+    Ok(format!(
+        "s3://{}/reports/{namespace}/{}/{uid}/",
+        stack.spec.storage.bucket,
+        analysis.name_any()
+    ))
 }
 
 /// The Secret holding database credentials for workers: the one the stack controller
@@ -95,12 +119,28 @@ pub fn database_secret(stack: &GolfTrackerStack) -> Option<String> {
 }
 
 /// Labels shared by the Job and its pods.
-pub fn job_labels(analysis: &SwingAnalysis, stack: &GolfTrackerStack, options: &JobOptions) -> BTreeMap<String, String> {
+pub fn job_labels(
+    analysis: &SwingAnalysis,
+    stack: &GolfTrackerStack,
+    options: &JobOptions,
+) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), "golftracker-worker".to_string()),
-        ("app.kubernetes.io/instance".to_string(), analysis.name_any()),
-        ("app.kubernetes.io/component".to_string(), "analysis".to_string()),
-        ("app.kubernetes.io/part-of".to_string(), "golftracker".to_string()),
+        (
+            "app.kubernetes.io/name".to_string(),
+            "golftracker-worker".to_string(),
+        ),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            analysis.name_any(),
+        ),
+        (
+            "app.kubernetes.io/component".to_string(),
+            "analysis".to_string(),
+        ),
+        (
+            "app.kubernetes.io/part-of".to_string(),
+            "golftracker".to_string(),
+        ),
         (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
         (labels::ANALYSIS.to_string(), analysis.name_any()),
         (labels::STACK.to_string(), stack.name_any()),
@@ -112,7 +152,11 @@ pub fn job_labels(analysis: &SwingAnalysis, stack: &GolfTrackerStack, options: &
 }
 
 fn plain(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar { name: name.to_string(), value: Some(value.into()), value_from: None }
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.into()),
+        value_from: None,
+    }
 }
 
 fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
@@ -137,8 +181,18 @@ pub fn worker_env(analysis: &SwingAnalysis, stack: &GolfTrackerStack) -> Result<
     let database = &stack.spec.database;
     let mut vars = vec![
         plain(env::ANALYSIS_NAME, analysis.name_any()),
-        plain(env::ANALYSIS_NAMESPACE, analysis.namespace().unwrap_or_default()),
-        plain(env::ANALYSIS_UID, analysis.meta().uid.clone().ok_or(Error::MissingField("metadata.uid"))?),
+        plain(
+            env::ANALYSIS_NAMESPACE,
+            analysis.namespace().unwrap_or_default(),
+        ),
+        plain(
+            env::ANALYSIS_UID,
+            analysis
+                .meta()
+                .uid
+                .clone()
+                .ok_or(Error::MissingField("metadata.uid"))?,
+        ),
         plain(env::VIDEO_URI, video_uri(analysis, stack)),
         plain(env::REPORT_PREFIX_URI, report_prefix_uri(analysis, stack)?),
         plain(env::S3_REGION, storage.region.clone()),
@@ -162,8 +216,16 @@ pub fn worker_env(analysis: &SwingAnalysis, stack: &GolfTrackerStack) -> Result<
         vars.push(plain(env::CLUB, club.clone()));
     }
     if let Some(secret) = &storage.credentials_secret {
-        vars.push(from_secret(env::AWS_ACCESS_KEY_ID, secret, S3_ACCESS_KEY_ID_KEY));
-        vars.push(from_secret(env::AWS_SECRET_ACCESS_KEY, secret, S3_SECRET_ACCESS_KEY_KEY));
+        vars.push(from_secret(
+            env::AWS_ACCESS_KEY_ID,
+            secret,
+            S3_ACCESS_KEY_ID_KEY,
+        ));
+        vars.push(from_secret(
+            env::AWS_SECRET_ACCESS_KEY,
+            secret,
+            S3_SECRET_ACCESS_KEY_KEY,
+        ));
     }
     if let Some(secret) = database_secret(stack) {
         vars.push(from_secret(env::PG_USER, &secret, DB_USERNAME_KEY));
@@ -181,7 +243,10 @@ fn worker_resources(stack: &GolfTrackerStack) -> Option<ResourceRequirements> {
         resources
             .limits
             .get_or_insert_with(Default::default)
-            .insert("nvidia.com/gpu".to_string(), Quantity(worker.gpu.to_string()));
+            .insert(
+                "nvidia.com/gpu".to_string(),
+                Quantity(worker.gpu.to_string()),
+            );
     }
     resources
 }
@@ -198,26 +263,39 @@ fn spot_affinity(spot: &SpotSpec) -> Affinity {
     };
     let node_affinity = match spot.mode {
         SpotMode::Required => NodeAffinity {
-            required_during_scheduling_ignored_during_execution: Some(NodeSelector { node_selector_terms: vec![term] }),
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![term],
+            }),
             ..Default::default()
         },
         SpotMode::Preferred => NodeAffinity {
-            preferred_during_scheduling_ignored_during_execution: Some(vec![PreferredSchedulingTerm {
-                weight: 100,
-                preference: term,
-            }]),
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                PreferredSchedulingTerm {
+                    weight: 100,
+                    preference: term,
+                },
+            ]),
             ..Default::default()
         },
     };
-    Affinity { node_affinity: Some(node_affinity), ..Default::default() }
+    Affinity {
+        node_affinity: Some(node_affinity),
+        ..Default::default()
+    }
 }
 
 /// The worker Job of `analysis` under `stack`: restricted pod security, credentials by
 /// reference, limits from the stack's worker template, owned by the analysis.
-pub fn job_for_analysis(analysis: &SwingAnalysis, stack: &GolfTrackerStack, options: &JobOptions) -> Result<Job> {
+pub fn job_for_analysis(
+    analysis: &SwingAnalysis,
+    stack: &GolfTrackerStack,
+    options: &JobOptions,
+) -> Result<Job> {
     let worker = &stack.spec.worker;
     let labels = job_labels(analysis, stack, options);
-    let owner = analysis.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?;
+    let owner = analysis
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingField("metadata.uid"))?;
     let container = Container {
         name: "worker".to_string(),
         image: Some(worker.image.clone()),
@@ -229,8 +307,14 @@ pub fn job_for_analysis(analysis: &SwingAnalysis, stack: &GolfTrackerStack, opti
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_string()]), add: None }),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_string(), localhost_profile: None }),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_string()]),
+                add: None,
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_string(),
+                localhost_profile: None,
+            }),
             ..Default::default()
         }),
         volume_mounts: Some(vec![VolumeMount {
@@ -249,17 +333,27 @@ pub fn job_for_analysis(analysis: &SwingAnalysis, stack: &GolfTrackerStack, opti
             run_as_user: Some(WORKER_UID),
             run_as_group: Some(WORKER_UID),
             fs_group: Some(WORKER_UID),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_string(), localhost_profile: None }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_string(),
+                localhost_profile: None,
+            }),
             ..Default::default()
         }),
         containers: vec![container],
         volumes: Some(vec![Volume {
             name: "scratch".to_string(),
-            empty_dir: Some(EmptyDirVolumeSource { size_limit: Some(Quantity("2Gi".to_string())), medium: None }),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("2Gi".to_string())),
+                medium: None,
+            }),
             ..Default::default()
         }]),
         node_selector: (!worker.node_selector.is_empty()).then(|| worker.node_selector.clone()),
-        tolerations: worker.spot.as_ref().filter(|s| !s.tolerations.is_empty()).map(|s| s.tolerations.clone()),
+        tolerations: worker
+            .spot
+            .as_ref()
+            .filter(|s| !s.tolerations.is_empty())
+            .map(|s| s.tolerations.clone()),
         affinity: worker.spot.as_ref().map(spot_affinity),
         ..Default::default()
     };
@@ -276,7 +370,10 @@ pub fn job_for_analysis(analysis: &SwingAnalysis, stack: &GolfTrackerStack, opti
             active_deadline_seconds: Some(worker.active_deadline_seconds),
             ttl_seconds_after_finished: Some(worker.ttl_seconds_after_finished),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
                 spec: Some(pod),
             },
             ..Default::default()
@@ -290,9 +387,12 @@ mod tests {
     use super::*;
 
     fn fixtures() -> (SwingAnalysis, GolfTrackerStack) {
-        let stack: GolfTrackerStack = serde_saphyr::from_str(include_str!("../../../examples/production-stack.yaml")).unwrap();
+        let stack: GolfTrackerStack =
+            serde_saphyr::from_str(include_str!("../../../examples/production-stack.yaml"))
+                .unwrap();
         let mut analysis: SwingAnalysis =
-            serde_saphyr::from_str(include_str!("../../../examples/quickstart-analysis.yaml")).unwrap();
+            serde_saphyr::from_str(include_str!("../../../examples/quickstart-analysis.yaml"))
+                .unwrap();
         analysis.metadata.uid = Some("0f8c2d4e-1111-2222-3333-444455556666".into());
         analysis.metadata.namespace = Some("golftracker".into());
         (analysis, stack)
@@ -320,20 +420,54 @@ mod tests {
         let sc = container.security_context.as_ref().unwrap();
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         assert_eq!(sc.read_only_root_filesystem, Some(true));
-        assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
-        assert_eq!(pod.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        assert_eq!(
+            pod.security_context.as_ref().unwrap().run_as_non_root,
+            Some(true)
+        );
         for var in container.env.as_ref().unwrap() {
-            if var.name.contains("PASSWORD") || var.name.contains("SECRET") || var.name == env::PG_USER {
+            if var.name.contains("PASSWORD")
+                || var.name.contains("SECRET")
+                || var.name == env::PG_USER
+            {
                 assert!(var.value.is_none(), "{} must come from a Secret", var.name);
                 assert!(var.value_from.as_ref().unwrap().secret_key_ref.is_some());
             }
         }
-        let limits = container.resources.as_ref().unwrap().limits.as_ref().unwrap();
+        let limits = container
+            .resources
+            .as_ref()
+            .unwrap()
+            .limits
+            .as_ref()
+            .unwrap();
         assert_eq!(limits["nvidia.com/gpu"], Quantity("1".into()));
-        let affinity = pod.affinity.as_ref().unwrap().node_affinity.as_ref().unwrap();
-        assert!(affinity.preferred_during_scheduling_ignored_during_execution.is_some());
-        assert_eq!(job.metadata.owner_references.as_ref().unwrap()[0].kind, "SwingAnalysis");
-        assert!(!job.metadata.labels.as_ref().unwrap().contains_key(labels::LOCAL_RUNNER));
+        let affinity = pod
+            .affinity
+            .as_ref()
+            .unwrap()
+            .node_affinity
+            .as_ref()
+            .unwrap();
+        assert!(
+            affinity
+                .preferred_during_scheduling_ignored_during_execution
+                .is_some()
+        );
+        assert_eq!(
+            job.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "SwingAnalysis"
+        );
+        assert!(
+            !job.metadata
+                .labels
+                .as_ref()
+                .unwrap()
+                .contains_key(labels::LOCAL_RUNNER)
+        );
     }
 
     #[test]
@@ -347,7 +481,11 @@ mod tests {
         assert_eq!(video_uri(&analysis, &stack), "s3://other-bucket/x.mp4");
         assert_eq!(split_s3_uri("s3://b/k/x.mp4"), Some(("b", "k/x.mp4")));
         assert_eq!(split_s3_uri("s3://b/"), None);
-        assert!(report_prefix_uri(&analysis, &stack).unwrap().ends_with("/0f8c2d4e-1111-2222-3333-444455556666/"));
+        assert!(
+            report_prefix_uri(&analysis, &stack)
+                .unwrap()
+                .ends_with("/0f8c2d4e-1111-2222-3333-444455556666/")
+        );
     }
 
     #[test]

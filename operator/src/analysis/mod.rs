@@ -80,16 +80,29 @@ fn stack_ref(analysis: &SwingAnalysis) -> std::result::Result<(String, String), 
 }
 
 /// Analyses of a stack that still want a Job and have none.
-fn waiting_of_stack(ctx: &Context, namespace: &str, stack: &str, created: &HashSet<String>) -> Vec<Waiting> {
+fn waiting_of_stack(
+    ctx: &Context,
+    namespace: &str,
+    stack: &str,
+    created: &HashSet<String>,
+) -> Vec<Waiting> {
     ctx.analyses
         .state()
         .iter()
         .filter(|a| a.namespace().as_deref() == Some(namespace) && a.spec.stack_ref.name == stack)
         .filter(|a| a.meta().deletion_timestamp.is_none())
-        .filter(|a| !a.status.as_ref().is_some_and(|s| s.phase.is_finished() || s.job_name.is_some()))
+        .filter(|a| {
+            !a.status
+                .as_ref()
+                .is_some_and(|s| s.phase.is_finished() || s.job_name.is_some())
+        })
         .filter(|a| {
             job_name(a).is_ok_and(|name| {
-                !created.contains(&name) && ctx.jobs.get(&ObjectRef::new(&name).within(namespace)).is_none()
+                !created.contains(&name)
+                    && ctx
+                        .jobs
+                        .get(&ObjectRef::new(&name).within(namespace))
+                        .is_none()
             })
         })
         .map(|a| Waiting {
@@ -101,41 +114,67 @@ fn waiting_of_stack(ctx: &Context, namespace: &str, stack: &str, created: &HashS
 }
 
 /// Unfinished Jobs of a stack: those in the cache plus those just created.
-fn active_jobs_of_stack(ctx: &Context, namespace: &str, stack: &str, created: &mut HashSet<String>) -> usize {
+fn active_jobs_of_stack(
+    ctx: &Context,
+    namespace: &str,
+    stack: &str,
+    created: &mut HashSet<String>,
+) -> usize {
     let cached: Vec<Arc<Job>> = ctx
         .jobs
         .state()
         .into_iter()
-        .filter(|j| j.namespace().as_deref() == Some(namespace) && j.labels().get(labels::STACK).map(String::as_str) == Some(stack))
+        .filter(|j| {
+            j.namespace().as_deref() == Some(namespace)
+                && j.labels().get(labels::STACK).map(String::as_str) == Some(stack)
+        })
         .collect();
     created.retain(|name| !cached.iter().any(|j| j.name_any() == *name));
-    cached.iter().filter(|j| !job_state(j).is_finished()).count() + created.len()
+    cached
+        .iter()
+        .filter(|j| !job_state(j).is_finished())
+        .count()
+        + created.len()
 }
 
 /// After a slot frees, reconcile the analyses that are next in line.
 fn wake_next(ctx: &Context, namespace: &str, stack: &GolfTrackerStack) {
     let mut waiting = waiting_of_stack(ctx, namespace, &stack.name_any(), &HashSet::new());
     queue::service_order(&mut waiting);
-    for w in waiting.iter().take(stack.spec.worker.max_concurrent_jobs.max(1) as usize) {
+    for w in waiting
+        .iter()
+        .take(stack.spec.worker.max_concurrent_jobs.max(1) as usize)
+    {
         let _ = ctx.wake.send(ObjectRef::new(&w.name).within(namespace));
     }
 }
 
 /// Writes the status (server-side apply of the status subresource) and emits an Event
 /// when the phase changes.
-async fn update_status(ctx: &Context, analysis: &SwingAnalysis, status: SwingAnalysisStatus) -> Result<()> {
+async fn update_status(
+    ctx: &Context,
+    analysis: &SwingAnalysis,
+    status: SwingAnalysisStatus,
+) -> Result<()> {
     let old = analysis.status.clone().unwrap_or_default();
     if old == status {
         return Ok(());
     }
-    let api: Api<SwingAnalysis> = Api::namespaced(ctx.client.clone(), &analysis.namespace().unwrap_or_default());
+    let api: Api<SwingAnalysis> = Api::namespaced(
+        ctx.client.clone(),
+        &analysis.namespace().unwrap_or_default(),
+    );
     let patch = serde_json::json!({
         "apiVersion": "golftracker.io/v1alpha1",
         "kind": "SwingAnalysis",
         "status": status,
     });
-    api.patch_status(&analysis.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        &analysis.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     if old.phase != status.phase {
         let note = status
             .conditions
@@ -144,42 +183,81 @@ async fn update_status(ctx: &Context, analysis: &SwingAnalysis, status: SwingAna
             .map(|c| c.message.clone())
             .unwrap_or_default();
         let event = KubeEvent {
-            type_: if status.phase == Phase::Failed { EventType::Warning } else { EventType::Normal },
+            type_: if status.phase == Phase::Failed {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: status.phase.as_str().to_string(),
             note: Some(note.chars().take(1000).collect()),
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = ctx.recorder.publish(&event, &analysis.object_ref(&())).await {
+        if let Err(e) = ctx
+            .recorder
+            .publish(&event, &analysis.object_ref(&()))
+            .await
+        {
             warn!(error = %e, "could not publish event");
         }
-        ctx.metrics.analyses_by_phase.get_or_create(&PhaseLabel { phase: status.phase.as_str() }).inc();
+        ctx.metrics
+            .analyses_by_phase
+            .get_or_create(&PhaseLabel {
+                phase: status.phase.as_str(),
+            })
+            .inc();
         if old.phase != Phase::Pending || analysis.status.is_some() {
-            ctx.metrics.analyses_by_phase.get_or_create(&PhaseLabel { phase: old.phase.as_str() }).dec();
+            ctx.metrics
+                .analyses_by_phase
+                .get_or_create(&PhaseLabel {
+                    phase: old.phase.as_str(),
+                })
+                .dec();
         }
     }
     Ok(())
 }
 
 /// A status with one condition set and the generation recorded.
-fn with_condition(analysis: &SwingAnalysis, mut status: SwingAnalysisStatus, new: NewCondition<'_>) -> SwingAnalysisStatus {
+fn with_condition(
+    analysis: &SwingAnalysis,
+    mut status: SwingAnalysisStatus,
+    new: NewCondition<'_>,
+) -> SwingAnalysisStatus {
     let generation = analysis.meta().generation;
     conditions::set_condition(&mut status.conditions, new, generation, now());
     status.observed_generation = generation;
     status
 }
 
-fn pending(analysis: &SwingAnalysis, type_: &'static str, reason: &'static str, message: String) -> SwingAnalysisStatus {
+fn pending(
+    analysis: &SwingAnalysis,
+    type_: &'static str,
+    reason: &'static str,
+    message: String,
+) -> SwingAnalysisStatus {
     let mut status = analysis.status.clone().unwrap_or_default();
     status.phase = Phase::Pending;
     status.queue_position = None;
-    with_condition(analysis, status, NewCondition { type_, status: conditions::FALSE, reason, message })
+    with_condition(
+        analysis,
+        status,
+        NewCondition {
+            type_,
+            status: conditions::FALSE,
+            reason,
+            message,
+        },
+    )
 }
 
 #[instrument(skip_all, fields(analysis = %analysis.name_any(), namespace = analysis.namespace().unwrap_or_default()))]
 async fn reconcile(analysis: Arc<SwingAnalysis>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
-    let api: Api<SwingAnalysis> = Api::namespaced(ctx.client.clone(), &analysis.namespace().unwrap_or_default());
+    let api: Api<SwingAnalysis> = Api::namespaced(
+        ctx.client.clone(),
+        &analysis.namespace().unwrap_or_default(),
+    );
     let result = finalizer(&api, FINALIZER, analysis, |event| async {
         match event {
             Finalizer::Apply(analysis) => apply(&analysis, &ctx).await,
@@ -188,7 +266,8 @@ async fn reconcile(analysis: Arc<SwingAnalysis>, ctx: Arc<Context>) -> Result<Ac
     })
     .await
     .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(other.to_string()),
     });
     ctx.metrics.reconciled(CONTROLLER, started.elapsed());
@@ -210,28 +289,57 @@ async fn apply(analysis: &SwingAnalysis, ctx: &Context) -> Result<Action> {
             let status = with_condition(
                 analysis,
                 status,
-                NewCondition { type_: condition::FAILED, status: conditions::TRUE, reason: "InvalidStackRef", message },
+                NewCondition {
+                    type_: condition::FAILED,
+                    status: conditions::TRUE,
+                    reason: "InvalidStackRef",
+                    message,
+                },
             );
             update_status(ctx, analysis, status).await?;
             return Ok(Action::await_change());
         }
     };
-    let Some(stack) = ctx.stacks.get(&ObjectRef::new(&stack_name).within(&namespace)) else {
-        let status = pending(analysis, condition::STACK_READY, "StackNotFound", format!("GolfTrackerStack {namespace}/{stack_name} does not exist"));
+    let Some(stack) = ctx
+        .stacks
+        .get(&ObjectRef::new(&stack_name).within(&namespace))
+    else {
+        let status = pending(
+            analysis,
+            condition::STACK_READY,
+            "StackNotFound",
+            format!("GolfTrackerStack {namespace}/{stack_name} does not exist"),
+        );
         update_status(ctx, analysis, status).await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
     };
-    let stack_conditions = stack.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let stack_conditions = stack
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     if !conditions::is_true(stack_conditions, stack::condition::READY) {
-        let why = conditions::find(stack_conditions, stack::condition::READY).map(|c| c.message.clone()).unwrap_or_default();
-        let status = pending(analysis, condition::STACK_READY, "StackNotReady", format!("GolfTrackerStack {stack_name} is not Ready: {why}"));
+        let why = conditions::find(stack_conditions, stack::condition::READY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        let status = pending(
+            analysis,
+            condition::STACK_READY,
+            "StackNotReady",
+            format!("GolfTrackerStack {stack_name} is not Ready: {why}"),
+        );
         update_status(ctx, analysis, status).await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
     let status = with_condition(
         analysis,
         current,
-        NewCondition { type_: condition::STACK_READY, status: conditions::TRUE, reason: "StackReady", message: format!("GolfTrackerStack {stack_name} is Ready") },
+        NewCondition {
+            type_: condition::STACK_READY,
+            status: conditions::TRUE,
+            reason: "StackReady",
+            message: format!("GolfTrackerStack {stack_name} is Ready"),
+        },
     );
 
     let name = job_name(analysis)?;
@@ -239,7 +347,10 @@ async fn apply(analysis: &SwingAnalysis, ctx: &Context) -> Result<Action> {
         Some(job) => Some(job),
         // Not cached yet (just created, or the operator restarted): ask the server, so a
         // re-delivered reconcile never creates a second Job.
-        None if status.job_name.is_some() => Api::<Job>::namespaced(ctx.client.clone(), &namespace).get_opt(&name).await?.map(Arc::new),
+        None if status.job_name.is_some() => Api::<Job>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(&name)
+            .await?
+            .map(Arc::new),
         None => None,
     };
     match existing {
@@ -249,64 +360,112 @@ async fn apply(analysis: &SwingAnalysis, ctx: &Context) -> Result<Action> {
 }
 
 /// Copies the Job's progress into the status; on completion reads the result rows.
-async fn observe_job(analysis: &SwingAnalysis, ctx: &Context, stack: &GolfTrackerStack, mut status: SwingAnalysisStatus, job: &Job) -> Result<Action> {
+async fn observe_job(
+    analysis: &SwingAnalysis,
+    ctx: &Context,
+    stack: &GolfTrackerStack,
+    mut status: SwingAnalysisStatus,
+    job: &Job,
+) -> Result<Action> {
     status.job_name = Some(job.name_any());
     status.queue_position = None;
     let namespace = analysis.namespace().unwrap_or_default();
     match job_state(job) {
-        JobState::Running { start_time, attempts } => {
+        JobState::Running {
+            start_time,
+            attempts,
+        } => {
             status.phase = Phase::Running;
             status.start_time = start_time.or(status.start_time);
             status.attempts = attempts.max(status.attempts);
             update_status(ctx, analysis, status).await?;
             Ok(Action::requeue(Duration::from_secs(300)))
         }
-        JobState::Complete { start_time, completion_time, attempts } => {
+        JobState::Complete {
+            start_time,
+            completion_time,
+            attempts,
+        } => {
             status.start_time = start_time.or(status.start_time);
             status.attempts = attempts.max(status.attempts);
             let pool = ctx.databases.pool(&ctx.client, stack).await?;
-            let uid = analysis.meta().uid.clone().ok_or(Error::MissingField("metadata.uid"))?;
+            let uid = analysis
+                .meta()
+                .uid
+                .clone()
+                .ok_or(Error::MissingField("metadata.uid"))?;
             let Some(report) = golftracker_results_db::fetch_report(&pool, &uid).await? else {
                 // The worker exited 0 but wrote no row: say so and look again (a replica
                 // may be reading before the worker's commit is visible).
-                let status = with_condition(analysis, status, NewCondition {
-                    type_: condition::COMPLETE,
-                    status: conditions::FALSE,
-                    reason: "ResultMissing",
-                    message: format!("Job {} completed but the results database has no row for analysis {uid}", job.name_any()),
-                });
+                let status = with_condition(
+                    analysis,
+                    status,
+                    NewCondition {
+                        type_: condition::COMPLETE,
+                        status: conditions::FALSE,
+                        reason: "ResultMissing",
+                        message: format!(
+                            "Job {} completed but the results database has no row for analysis {uid}",
+                            job.name_any()
+                        ),
+                    },
+                );
                 update_status(ctx, analysis, status).await?;
                 return Ok(Action::requeue(Duration::from_secs(10)));
             };
             let report_prefix = job::report_prefix_uri(analysis, stack)?;
-            let mut result = phase::result_from_report(&report, &format!("{report_prefix}report.json"), Some(format!("{report_prefix}report.png")));
-            if let Some(golftracker_results_db::Outcome::Succeeded(summary)) = golftracker_results_db::fetch_outcome(&pool, &uid).await? {
-                result.report_uri = Some(summary.report_uri);
-            }
+            let result = phase::result_from_report(
+                &report,
+                &format!("{report_prefix}report.json"),
+                Some(format!("{report_prefix}report.png")),
+            );
             status.result = Some(result);
             status.phase = Phase::Succeeded;
             status.completion_time = completion_time.or_else(|| Some(Time(now())));
             if let (Some(start), Some(end)) = (&status.start_time, &status.completion_time) {
-                ctx.metrics.job_duration.observe((end.0 - start.0).get_seconds() as f64);
+                ctx.metrics
+                    .job_duration
+                    .observe((end.0 - start.0).get_seconds() as f64);
             }
-            let tempo = status.result.as_ref().and_then(|r| r.tempo_ratio).map(|t| format!(", tempo {t:.2}")).unwrap_or_default();
-            let status = with_condition(analysis, status, NewCondition {
-                type_: condition::COMPLETE,
-                status: conditions::TRUE,
-                reason: "Analysed",
-                message: format!("analysis finished{tempo}"),
-            });
+            let tempo = status
+                .result
+                .as_ref()
+                .and_then(|r| r.tempo_ratio)
+                .map(|t| format!(", tempo {t:.2}"))
+                .unwrap_or_default();
+            let status = with_condition(
+                analysis,
+                status,
+                NewCondition {
+                    type_: condition::COMPLETE,
+                    status: conditions::TRUE,
+                    reason: "Analysed",
+                    message: format!("analysis finished{tempo}"),
+                },
+            );
             update_status(ctx, analysis, status).await?;
             wake_next(ctx, &namespace, stack);
             Ok(Action::await_change())
         }
-        JobState::Failed { start_time, reason, message, attempts } => {
+        JobState::Failed {
+            start_time,
+            reason,
+            message,
+            attempts,
+        } => {
             status.start_time = start_time.or(status.start_time);
             status.attempts = attempts.max(status.attempts);
             // The worker's own reason, when it wrote one, says more than the Job's.
             let worker_failure = match ctx.databases.pool(&ctx.client, stack).await {
-                Ok(pool) => match golftracker_results_db::fetch_outcome(&pool, &analysis.meta().uid.clone().unwrap_or_default()).await {
-                    Ok(Some(golftracker_results_db::Outcome::Failed(f))) => Some(format!("{}: {}", f.code, f.message)),
+                Ok(pool) => match golftracker_results_db::fetch_outcome(
+                    &pool,
+                    &analysis.meta().uid.clone().unwrap_or_default(),
+                )
+                .await
+                {
+                    Ok(Some(golftracker_results_db::Outcome::Failed(f))) => {
+                        Some(format!("{}: {}", f.code, f.message))
+                    }
                     _ => None,
                 },
                 Err(_) => None,
@@ -322,7 +481,16 @@ async fn observe_job(analysis: &SwingAnalysis, ctx: &Context, stack: &GolfTracke
                 "BackoffLimitExceeded" => "BackoffLimitExceeded",
                 _ => "JobFailed",
             };
-            let status = with_condition(analysis, status, NewCondition { type_: condition::FAILED, status: conditions::TRUE, reason, message });
+            let status = with_condition(
+                analysis,
+                status,
+                NewCondition {
+                    type_: condition::FAILED,
+                    status: conditions::TRUE,
+                    reason,
+                    message,
+                },
+            );
             update_status(ctx, analysis, status).await?;
             wake_next(ctx, &namespace, stack);
             Ok(Action::await_change())
@@ -331,7 +499,13 @@ async fn observe_job(analysis: &SwingAnalysis, ctx: &Context, stack: &GolfTracke
 }
 
 /// Takes a slot of the stack for the analysis, or queues it.
-async fn admit(analysis: &SwingAnalysis, ctx: &Context, stack: &GolfTrackerStack, mut status: SwingAnalysisStatus, namespace: &str) -> Result<Action> {
+async fn admit(
+    analysis: &SwingAnalysis,
+    ctx: &Context,
+    stack: &GolfTrackerStack,
+    mut status: SwingAnalysisStatus,
+    namespace: &str,
+) -> Result<Action> {
     let key = stack_key(namespace, &stack.name_any());
     let mut slots = ctx.admission.lock().await;
     let created = slots.entry(key.clone()).or_default();
@@ -339,25 +513,48 @@ async fn admit(analysis: &SwingAnalysis, ctx: &Context, stack: &GolfTrackerStack
     let mut waiting = waiting_of_stack(ctx, namespace, &stack.name_any(), created);
     if !waiting.iter().any(|w| w.name == analysis.name_any()) {
         // The cache has not seen this analysis yet; it still competes fairly.
-        waiting.push(Waiting { name: analysis.name_any(), priority: analysis.spec.priority, created: analysis.meta().creation_timestamp.as_ref().map(|t| t.0) });
+        waiting.push(Waiting {
+            name: analysis.name_any(),
+            priority: analysis.spec.priority,
+            created: analysis.meta().creation_timestamp.as_ref().map(|t| t.0),
+        });
     }
     let depth = waiting.len();
-    let decision = queue::admission(&analysis.name_any(), stack.spec.worker.max_concurrent_jobs, active, &mut waiting);
+    let decision = queue::admission(
+        &analysis.name_any(),
+        stack.spec.worker.max_concurrent_jobs,
+        active,
+        &mut waiting,
+    );
     ctx.metrics
         .queue_depth
-        .get_or_create(&StackLabel { namespace: namespace.to_string(), stack: stack.name_any() })
-        .set(depth.saturating_sub((stack.spec.worker.max_concurrent_jobs as usize).saturating_sub(active)) as i64);
+        .get_or_create(&StackLabel {
+            namespace: namespace.to_string(),
+            stack: stack.name_any(),
+        })
+        .set(
+            depth.saturating_sub(
+                (stack.spec.worker.max_concurrent_jobs as usize).saturating_sub(active),
+            ) as i64,
+        );
     match decision {
         Some(Admission::Queued { position }) => {
             drop(slots);
             status.phase = Phase::Queued;
             status.queue_position = Some(position);
-            let status = with_condition(analysis, status, NewCondition {
-                type_: condition::INPUT_VALID,
-                status: conditions::UNKNOWN,
-                reason: "Queued",
-                message: format!("waiting for a worker slot of stack {} (position {position}, {active} running)", stack.name_any()),
-            });
+            let status = with_condition(
+                analysis,
+                status,
+                NewCondition {
+                    type_: condition::INPUT_VALID,
+                    status: conditions::UNKNOWN,
+                    reason: "Queued",
+                    message: format!(
+                        "waiting for a worker slot of stack {} (position {position}, {active} running)",
+                        stack.name_any()
+                    ),
+                },
+            );
             update_status(ctx, analysis, status).await?;
             Ok(Action::requeue(Duration::from_secs(30)))
         }
@@ -372,7 +569,11 @@ async fn admit(analysis: &SwingAnalysis, ctx: &Context, stack: &GolfTrackerStack
             let job = job_for_analysis(analysis, stack, &ctx.options)?;
             let name = job.name_any();
             Api::<Job>::namespaced(ctx.client.clone(), namespace)
-                .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job))
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&job),
+                )
                 .await?;
             created.insert(name.clone());
             drop(slots);
@@ -380,12 +581,16 @@ async fn admit(analysis: &SwingAnalysis, ctx: &Context, stack: &GolfTrackerStack
             status.phase = Phase::Running;
             status.job_name = Some(name.clone());
             status.queue_position = None;
-            let status = with_condition(analysis, status, NewCondition {
-                type_: condition::INPUT_VALID,
-                status: conditions::TRUE,
-                reason: "JobCreated",
-                message: format!("worker Job {name} created"),
-            });
+            let status = with_condition(
+                analysis,
+                status,
+                NewCondition {
+                    type_: condition::INPUT_VALID,
+                    status: conditions::TRUE,
+                    reason: "JobCreated",
+                    message: format!("worker Job {name} created"),
+                },
+            );
             update_status(ctx, analysis, status).await?;
             Ok(Action::requeue(Duration::from_secs(300)))
         }
@@ -394,16 +599,28 @@ async fn admit(analysis: &SwingAnalysis, ctx: &Context, stack: &GolfTrackerStack
 
 /// `Ok(Err(message))` when the video object does not exist; errors reaching S3 are
 /// returned as errors (retried with backoff).
-async fn check_video(ctx: &Context, analysis: &SwingAnalysis, stack: &GolfTrackerStack) -> Result<std::result::Result<(), String>> {
+async fn check_video(
+    ctx: &Context,
+    analysis: &SwingAnalysis,
+    stack: &GolfTrackerStack,
+) -> Result<std::result::Result<(), String>> {
     let uri = job::video_uri(analysis, stack);
     let Some((bucket, key)) = job::split_s3_uri(&uri) else {
-        return Ok(Err(format!("spec.video {uri:?} is not a valid s3://bucket/key location")));
+        return Ok(Err(format!(
+            "spec.video {uri:?} is not a valid s3://bucket/key location"
+        )));
     };
     let s3 = external::s3_client(&ctx.client, stack).await?;
     match s3.head_object().bucket(bucket).key(key).send().await {
         Ok(_) => Ok(Ok(())),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(Err(format!("video {uri} does not exist (yet)"))),
-        Err(e) => Err(Error::S3 { operation: "HeadObject", target: uri, message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string() }),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {
+            Ok(Err(format!("video {uri} does not exist (yet)")))
+        }
+        Err(e) => Err(Error::S3 {
+            operation: "HeadObject",
+            target: uri,
+            message: crate::external::s3_error_message(&e),
+        }),
     }
 }
 
@@ -423,27 +640,63 @@ pub struct Settings {
 }
 
 /// Runs the SwingAnalysis controller until `shutdown` resolves.
-pub async fn run(client: Client, settings: Settings, metrics: Metrics, on_synced: impl FnOnce() + Send + 'static, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let (analyses_api, stacks_api, jobs_api): (Api<SwingAnalysis>, Api<GolfTrackerStack>, Api<Job>) = match &settings.namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Metrics,
+    on_synced: impl FnOnce() + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (analyses_api, stacks_api, jobs_api): (
+        Api<SwingAnalysis>,
+        Api<GolfTrackerStack>,
+        Api<Job>,
+    ) = match &settings.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
     };
     let (stacks, stacks_writer) = reflector::store();
-    let stack_events = reflector::reflector(stacks_writer, watcher(stacks_api, watcher::Config::default().any_semantic()))
-        .default_backoff()
-        .touched_objects();
+    let stack_events = reflector::reflector(
+        stacks_writer,
+        watcher(stacks_api, watcher::Config::default().any_semantic()),
+    )
+    .default_backoff()
+    .touched_objects();
     let (jobs, jobs_writer) = reflector::store();
     let job_events = reflector::reflector(
         jobs_writer,
-        watcher(jobs_api, watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER)).any_semantic()),
+        watcher(
+            jobs_api,
+            watcher::Config::default()
+                .labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
+                .any_semantic(),
+        ),
     )
     .default_backoff()
     .touched_objects();
     let controller = Controller::new(analyses_api, watcher::Config::default().any_semantic())
-        .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency).debounce(Duration::from_millis(200)));
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(settings.concurrency)
+                .debounce(Duration::from_millis(200)),
+        );
     let analyses = controller.store();
     let (wake, woken) = mpsc::unbounded_channel();
-    let recorder = Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() });
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
     let ctx = Arc::new(Context {
         client,
         analyses: analyses.clone(),
@@ -462,7 +715,9 @@ pub async fn run(client: Client, settings: Settings, metrics: Metrics, on_synced
             analyses
                 .state()
                 .into_iter()
-                .filter(|a| a.namespace() == stack.namespace() && a.spec.stack_ref.name == stack.name_any())
+                .filter(|a| {
+                    a.namespace() == stack.namespace() && a.spec.stack_ref.name == stack.name_any()
+                })
                 .map(|a| ObjectRef::from_obj(&*a))
                 .collect::<Vec<_>>()
         }
@@ -470,7 +725,11 @@ pub async fn run(client: Client, settings: Settings, metrics: Metrics, on_synced
     let readiness = {
         let (analyses, stacks, jobs) = (analyses.clone(), stacks.clone(), jobs.clone());
         async move {
-            let _ = futures::join!(analyses.wait_until_ready(), stacks.wait_until_ready(), jobs.wait_until_ready());
+            let _ = futures::join!(
+                analyses.wait_until_ready(),
+                stacks.wait_until_ready(),
+                jobs.wait_until_ready()
+            );
             on_synced();
         }
     };
@@ -485,6 +744,8 @@ pub async fn run(client: Client, settings: Settings, metrics: Metrics, on_synced
         .await;
 }
 
-fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::UnboundedReceiver<T>) -> impl futures::Stream<Item = T> + Send + 'static {
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

@@ -10,10 +10,22 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobState {
     /// Created, pod not started or running.
-    Running { start_time: Option<Time>, attempts: i32 },
-    Complete { start_time: Option<Time>, completion_time: Option<Time>, attempts: i32 },
+    Running {
+        start_time: Option<Time>,
+        attempts: i32,
+    },
+    Complete {
+        start_time: Option<Time>,
+        completion_time: Option<Time>,
+        attempts: i32,
+    },
     /// `reason` is the Job controller's (`BackoffLimitExceeded`, `DeadlineExceeded`, ...).
-    Failed { start_time: Option<Time>, reason: String, message: String, attempts: i32 },
+    Failed {
+        start_time: Option<Time>,
+        reason: String,
+        message: String,
+        attempts: i32,
+    },
 }
 
 impl JobState {
@@ -24,11 +36,20 @@ impl JobState {
 
 pub fn job_state(job: &Job) -> JobState {
     let status = job.status.clone().unwrap_or_default();
-    let attempts = status.active.unwrap_or(0) + status.succeeded.unwrap_or(0) + status.failed.unwrap_or(0);
+    let attempts =
+        status.active.unwrap_or(0) + status.succeeded.unwrap_or(0) + status.failed.unwrap_or(0);
     let conditions = status.conditions.unwrap_or_default();
-    let holds = |type_: &str| conditions.iter().find(|c| c.type_ == type_ && c.status == "True");
+    let holds = |type_: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == "True")
+    };
     if holds("Complete").is_some() {
-        return JobState::Complete { start_time: status.start_time, completion_time: status.completion_time, attempts };
+        return JobState::Complete {
+            start_time: status.start_time,
+            completion_time: status.completion_time,
+            attempts,
+        };
     }
     if let Some(failed) = holds("Failed") {
         return JobState::Failed {
@@ -38,15 +59,26 @@ pub fn job_state(job: &Job) -> JobState {
             attempts,
         };
     }
-    JobState::Running { start_time: status.start_time, attempts }
+    JobState::Running {
+        start_time: status.start_time,
+        attempts,
+    }
 }
 
 fn event(mark: &EventMark) -> Option<SwingEvent> {
-    Some(SwingEvent { frame: mark.frame as i64, time_s: mark.time_s, confidence: f64::from(mark.confidence) })
+    Some(SwingEvent {
+        frame: mark.frame as i64,
+        time_s: mark.time_s,
+        confidence: f64::from(mark.confidence),
+    })
 }
 
 /// The status summary of a stored report.
-pub fn result_from_report(report: &Report, report_uri: &str, plot_uri: Option<String>) -> AnalysisResult {
+pub fn result_from_report(
+    report: &Report,
+    report_uri: &str,
+    plot_uri: Option<String>,
+) -> AnalysisResult {
     let e = &report.events;
     AnalysisResult {
         events: SwingEvents {
@@ -65,7 +97,11 @@ pub fn result_from_report(report: &Report, report_uri: &str, plot_uri: Option<St
         recommendations: report
             .recommendations
             .iter()
-            .map(|r| Recommendation { code: r.code.clone(), message: r.message.clone(), value: Some(r.value) })
+            .map(|r| Recommendation {
+                code: r.code.clone(),
+                message: r.message.clone(),
+                value: Some(r.value),
+            })
             .collect(),
         report_uri: Some(report_uri.to_string()),
         plot_uri,
@@ -102,11 +138,32 @@ mod tests {
 
     #[test]
     fn job_conditions_map_to_states() {
-        assert_eq!(job_state(&job(&[], 1, 1)), JobState::Running { start_time: None, attempts: 2 });
-        assert!(matches!(job_state(&job(&[("Complete", "True", "")], 0, 0)), JobState::Complete { .. }));
-        assert!(matches!(job_state(&job(&[("Complete", "False", "")], 1, 0)), JobState::Running { .. }));
-        match job_state(&job(&[("FailureTarget", "True", "DeadlineExceeded"), ("Failed", "True", "DeadlineExceeded")], 0, 1)) {
-            JobState::Failed { reason, attempts, .. } => {
+        assert_eq!(
+            job_state(&job(&[], 1, 1)),
+            JobState::Running {
+                start_time: None,
+                attempts: 2
+            }
+        );
+        assert!(matches!(
+            job_state(&job(&[("Complete", "True", "")], 0, 0)),
+            JobState::Complete { .. }
+        ));
+        assert!(matches!(
+            job_state(&job(&[("Complete", "False", "")], 1, 0)),
+            JobState::Running { .. }
+        ));
+        match job_state(&job(
+            &[
+                ("FailureTarget", "True", "DeadlineExceeded"),
+                ("Failed", "True", "DeadlineExceeded"),
+            ],
+            0,
+            1,
+        )) {
+            JobState::Failed {
+                reason, attempts, ..
+            } => {
                 assert_eq!(reason, "DeadlineExceeded");
                 assert_eq!(attempts, 1);
             }

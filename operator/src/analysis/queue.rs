@@ -33,14 +33,21 @@ pub fn service_order(waiting: &mut [Waiting]) {
 
 /// Decides for `name` given the stack's limit, its unfinished Jobs and all waiting
 /// analyses (any order). `None` when `name` is not among the waiting.
-pub fn admission(name: &str, limit: i32, active_jobs: usize, waiting: &mut [Waiting]) -> Option<Admission> {
+pub fn admission(
+    name: &str,
+    limit: i32,
+    active_jobs: usize,
+    waiting: &mut [Waiting],
+) -> Option<Admission> {
     service_order(waiting);
     let index = waiting.iter().position(|w| w.name == name)?;
     let free = (limit.max(0) as usize).saturating_sub(active_jobs);
     Some(if index < free {
         Admission::Admit
     } else {
-        Admission::Queued { position: (index - free + 1) as i32 }
+        Admission::Queued {
+            position: (index - free + 1) as i32,
+        }
     })
 }
 
@@ -49,12 +56,21 @@ mod tests {
     use super::*;
 
     fn w(name: &str, priority: i32, created_s: i64) -> Waiting {
-        Waiting { name: name.into(), priority, created: Some(Timestamp::from_second(created_s).unwrap()) }
+        Waiting {
+            name: name.into(),
+            priority,
+            created: Some(Timestamp::from_second(created_s).unwrap()),
+        }
     }
 
     #[test]
     fn priority_then_age_then_name() {
-        let mut waiting = vec![w("old-low", 0, 1), w("new-high", 10, 5), w("b", 0, 3), w("a", 0, 3)];
+        let mut waiting = vec![
+            w("old-low", 0, 1),
+            w("new-high", 10, 5),
+            w("b", 0, 3),
+            w("a", 0, 3),
+        ];
         service_order(&mut waiting);
         let names: Vec<_> = waiting.iter().map(|w| w.name.as_str()).collect();
         assert_eq!(names, ["new-high", "old-low", "a", "b"]);
@@ -65,9 +81,18 @@ mod tests {
         let mut waiting = vec![w("a", 0, 1), w("b", 0, 2), w("c", 0, 3), w("d", 0, 4)];
         assert_eq!(admission("a", 3, 1, &mut waiting), Some(Admission::Admit));
         assert_eq!(admission("b", 3, 1, &mut waiting), Some(Admission::Admit));
-        assert_eq!(admission("c", 3, 1, &mut waiting), Some(Admission::Queued { position: 1 }));
-        assert_eq!(admission("d", 3, 1, &mut waiting), Some(Admission::Queued { position: 2 }));
-        assert_eq!(admission("d", 3, 5, &mut waiting), Some(Admission::Queued { position: 4 }));
+        assert_eq!(
+            admission("c", 3, 1, &mut waiting),
+            Some(Admission::Queued { position: 1 })
+        );
+        assert_eq!(
+            admission("d", 3, 1, &mut waiting),
+            Some(Admission::Queued { position: 2 })
+        );
+        assert_eq!(
+            admission("d", 3, 5, &mut waiting),
+            Some(Admission::Queued { position: 4 })
+        );
         assert_eq!(admission("zzz", 3, 0, &mut waiting), None);
     }
 }

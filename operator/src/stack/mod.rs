@@ -1,0 +1,311 @@
+//! The GolfTrackerStack controller: storage, database and Vault are reconciled as
+//! independent parts, each with its own condition; `Ready` holds when all do. A
+//! failing part says why and never blocks the others. External state is re-checked
+//! every resync interval, so drift is repaired.
+
+pub mod storage;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use golftracker_crds::analysis::{Phase, SwingAnalysis};
+use golftracker_crds::conditions::{self, NewCondition};
+use golftracker_crds::stack::{
+    DeletionPolicy, GolfTrackerStack, GolfTrackerStackStatus, condition,
+};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use tracing::{instrument, warn};
+
+use crate::analysis::FIELD_MANAGER;
+use crate::error::{Error, Result};
+use crate::external::{self, DatabasePools};
+use crate::telemetry::Metrics;
+
+/// Finalizer that applies the bucket's deletion policy.
+pub const FINALIZER: &str = "golftracker.io/bucket";
+const CONTROLLER: &str = "golftrackerstack";
+/// Retry while some part is not ready.
+const RETRY: Duration = Duration::from_secs(20);
+
+pub struct Context {
+    pub client: Client,
+    /// How often external state is re-checked when nothing changes (drift repair).
+    pub resync: Duration,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub databases: DatabasePools,
+}
+
+/// One part's outcome: condition status, reason, message.
+type Part = (&'static str, &'static str, String);
+
+async fn reconcile_storage(stack: &GolfTrackerStack, ctx: &Context) -> (Part, Option<String>) {
+    let result = async {
+        let s3 = external::s3_client(&ctx.client, stack).await?;
+        storage::ensure_bucket(&s3, &stack.spec.storage).await
+    }
+    .await;
+    match result {
+        Ok(report) => {
+            for setting in &report.repaired {
+                publish(
+                    ctx,
+                    stack,
+                    EventType::Warning,
+                    "DriftRepaired",
+                    format!("bucket {setting} was changed outside the operator; put back"),
+                )
+                .await;
+            }
+            let mut message = format!(
+                "bucket {} {}",
+                stack.spec.storage.bucket,
+                if report.created {
+                    "created"
+                } else {
+                    "in place"
+                }
+            );
+            if !report.unsupported.is_empty() {
+                message.push_str(&format!(
+                    "; the store does not implement: {}",
+                    report.unsupported.join(", ")
+                ));
+            }
+            let endpoint = match &stack.spec.storage.endpoint {
+                Some(e) => format!("{}/{}", e.trim_end_matches('/'), stack.spec.storage.bucket),
+                None => format!(
+                    "https://{}.s3.{}.amazonaws.com",
+                    stack.spec.storage.bucket, stack.spec.storage.region
+                ),
+            };
+            ((conditions::TRUE, "BucketReady", message), Some(endpoint))
+        }
+        Err(e) => ((conditions::FALSE, "BucketError", e.to_string()), None),
+    }
+}
+
+async fn reconcile_database(stack: &GolfTrackerStack, ctx: &Context) -> (Part, Option<String>) {
+    if stack.spec.database.credentials.vault.is_some() {
+        return ((conditions::FALSE, "NotSupportedYet", "Vault dynamic database credentials are not provisioned by this operator version; use credentials.secretRef".into()), None);
+    }
+    let result = async {
+        let pool = ctx.databases.pool(&ctx.client, stack).await?;
+        golftracker_results_db::migrate(&pool).await?;
+        let version: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| Error::Database(e.to_string()))?;
+        Ok::<_, Error>(version)
+    }
+    .await;
+    match result {
+        Ok(version) => (
+            (
+                conditions::TRUE,
+                "SchemaMigrated",
+                format!("connected to PostgreSQL {version}; results schema up to date"),
+            ),
+            Some(version),
+        ),
+        Err(e) => ((conditions::FALSE, "DatabaseError", e.to_string()), None),
+    }
+}
+
+fn reconcile_vault(stack: &GolfTrackerStack) -> Part {
+    match &stack.spec.vault {
+        None => (conditions::TRUE, "NotConfigured", "no spec.vault: credentials come from Kubernetes Secrets".into()),
+        Some(_) => (conditions::FALSE, "NotSupportedYet", "Vault provisioning (policy, Kubernetes auth role, KV, secret delivery) is not implemented by this operator version".into()),
+    }
+}
+
+async fn publish(
+    ctx: &Context,
+    stack: &GolfTrackerStack,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &stack.object_ref(&())).await {
+        warn!(error = %e, "could not publish event");
+    }
+}
+
+/// Queued and running analyses of this stack, for the status columns.
+async fn analysis_counts(stack: &GolfTrackerStack, ctx: &Context) -> Result<(i32, i32)> {
+    let api: Api<SwingAnalysis> =
+        Api::namespaced(ctx.client.clone(), &stack.namespace().unwrap_or_default());
+    let list = api.list(&ListParams::default()).await?;
+    let mine = list
+        .items
+        .iter()
+        .filter(|a| a.spec.stack_ref.name == stack.name_any());
+    let (mut queued, mut running) = (0, 0);
+    for a in mine {
+        match a.status.as_ref().map(|s| s.phase) {
+            Some(Phase::Queued) => queued += 1,
+            Some(Phase::Running) => running += 1,
+            _ => {}
+        }
+    }
+    Ok((queued, running))
+}
+
+async fn apply(stack: &GolfTrackerStack, ctx: &Context) -> Result<Action> {
+    let ((storage, endpoint), (database, version)) = tokio::join!(
+        reconcile_storage(stack, ctx),
+        reconcile_database(stack, ctx)
+    );
+    let vault = reconcile_vault(stack);
+    let old = stack.status.clone().unwrap_or_default();
+    let mut status = GolfTrackerStackStatus {
+        bucket_endpoint: endpoint.or(old.bucket_endpoint.clone()),
+        database_version: version.or(old.database_version.clone()),
+        ..old.clone()
+    };
+    let generation = stack.meta().generation;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let parts = [
+        (condition::STORAGE_READY, storage),
+        (condition::DATABASE_READY, database),
+        (condition::VAULT_READY, vault),
+    ];
+    let all_ready = parts.iter().all(|(_, (s, _, _))| *s == conditions::TRUE);
+    let not_ready: Vec<&str> = parts
+        .iter()
+        .filter(|(_, (s, _, _))| *s != conditions::TRUE)
+        .map(|(t, _)| *t)
+        .collect();
+    for (type_, (s, reason, message)) in parts {
+        conditions::set_condition(
+            &mut status.conditions,
+            NewCondition {
+                type_,
+                status: s,
+                reason,
+                message,
+            },
+            generation,
+            now,
+        );
+    }
+    let ready = if all_ready {
+        NewCondition {
+            type_: condition::READY,
+            status: conditions::TRUE,
+            reason: "AllPartsReady",
+            message: "storage, database and Vault are ready".into(),
+        }
+    } else {
+        NewCondition {
+            type_: condition::READY,
+            status: conditions::FALSE,
+            reason: "PartsNotReady",
+            message: format!("not ready: {}", not_ready.join(", ")),
+        }
+    };
+    conditions::set_condition(&mut status.conditions, ready, generation, now);
+    (status.queued_analyses, status.running_analyses) = analysis_counts(stack, ctx).await?;
+    status.observed_generation = generation;
+    if status != old {
+        let api: Api<GolfTrackerStack> =
+            Api::namespaced(ctx.client.clone(), &stack.namespace().unwrap_or_default());
+        let patch = serde_json::json!({"apiVersion": "golftracker.io/v1alpha1", "kind": "GolfTrackerStack", "status": status});
+        api.patch_status(
+            &stack.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    }
+    Ok(Action::requeue(if all_ready { ctx.resync } else { RETRY }))
+}
+
+async fn cleanup(stack: &GolfTrackerStack, ctx: &Context) -> Result<Action> {
+    if stack.spec.storage.deletion_policy == DeletionPolicy::Retain {
+        return Ok(Action::await_change());
+    }
+    let s3 = external::s3_client(&ctx.client, stack).await?;
+    match storage::delete_bucket_if_empty(&s3, &stack.spec.storage.bucket).await? {
+        None => Ok(Action::await_change()),
+        Some(reason) => {
+            publish(ctx, stack, EventType::Warning, "BucketKept", reason.clone()).await;
+            Err(Error::Finalizer(reason))
+        }
+    }
+}
+
+#[instrument(skip_all, fields(stack = %stack.name_any(), namespace = stack.namespace().unwrap_or_default()))]
+async fn reconcile(stack: Arc<GolfTrackerStack>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let api: Api<GolfTrackerStack> =
+        Api::namespaced(ctx.client.clone(), &stack.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER, stack, |event| async {
+        match event {
+            Finalizer::Apply(stack) => apply(&stack, &ctx).await,
+            Finalizer::Cleanup(stack) => cleanup(&stack, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.metrics.reconciled(CONTROLLER, started.elapsed());
+    result
+}
+
+fn error_policy(stack: Arc<GolfTrackerStack>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(stack = %stack.name_any(), error = %error, "reconcile failed");
+    ctx.metrics.failed(CONTROLLER, error.kind());
+    Action::requeue(error.retry_after())
+}
+
+/// Runs the GolfTrackerStack controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    concurrency: u16,
+    resync: Duration,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<GolfTrackerStack> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client,
+        resync,
+        metrics,
+        recorder,
+        databases: DatabasePools::default(),
+    });
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}

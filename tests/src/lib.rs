@@ -1,0 +1,356 @@
+//! Shared set-up of the end-to-end tests: a local control plane with the CRDs, a
+//! stack backed by MinIO and PostgreSQL (made Ready by the operator's stack controller), the local job runner mapped to the
+//! real `golftracker-worker`, and the operator's SwingAnalysis controller.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use golftracker_crds::analysis::{Phase, SwingAnalysis};
+use golftracker_crds::stack::GolfTrackerStack;
+use golftracker_local_cluster::job_runner::{JobRunner, JobRunnerConfig};
+use golftracker_local_cluster::{LocalCluster, LocalClusterBuilder};
+use golftracker_operator::analysis::{self, Settings, job::JobOptions};
+use golftracker_operator::stack;
+use golftracker_operator::telemetry::Metrics;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use tokio::sync::oneshot;
+
+pub const NAMESPACE: &str = "default";
+pub const STACK: &str = "e2e";
+pub const BUCKET: &str = "golftracker-e2e";
+
+/// The directory cargo puts this workspace's binaries in.
+fn target_bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The real worker binary, built if this test run did not build it already.
+pub fn worker_binary() -> anyhow::Result<PathBuf> {
+    let path = target_bin_dir().join("golftracker-worker");
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "-p",
+                "golftracker-worker",
+                "--bin",
+                "golftracker-worker",
+            ])
+            .status()?;
+        if !status.success() {
+            bail!("building golftracker-worker failed");
+        }
+    }
+    Ok(path)
+}
+
+/// The pose weights `cargo xtask models` prepares.
+pub fn model_path() -> anyhow::Result<PathBuf> {
+    let home = std::env::var("HOME").context("HOME")?;
+    let path = PathBuf::from(home)
+        .join(".cache/golftracker/models/blazepose-0.5.1675469404-v1/blazepose_full.safetensors");
+    if !path.exists() {
+        bail!(
+            "pose model missing at {}: run `cargo xtask models`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A synthetic swing clip made by the worker itself (deterministic for a seed).
+pub fn synthetic_clip(dir: &Path, seed: u64) -> anyhow::Result<Vec<u8>> {
+    let out = Command::new(worker_binary()?)
+        .args(["synth", "--out"])
+        .arg(dir)
+        .args([
+            "--seed",
+            &seed.to_string(),
+            "--width",
+            "640",
+            "--height",
+            "480",
+            "--seconds",
+            "4",
+        ])
+        .output()?;
+    if !out.status.success() {
+        bail!("synth failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(std::fs::read(dir.join(format!("swing-{seed}-0.mp4")))?)
+}
+
+/// Everything an end-to-end test needs, stopped on drop.
+pub struct Harness {
+    pub cluster: LocalCluster,
+    pub client: Client,
+    pub s3: aws_sdk_s3::Client,
+    pub db: sqlx::PgPool,
+    _runner: JobRunner,
+    stop_operator: Option<oneshot::Sender<()>>,
+    operator: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Harness {
+    /// Starts the servers, installs the CRDs, creates a Ready stack allowing
+    /// `max_concurrent_jobs`, and starts the job runner and the operator.
+    pub async fn start(max_concurrent_jobs: i32) -> anyhow::Result<Self> {
+        golftracker_local_cluster::install_crypto_provider();
+        let cluster = LocalClusterBuilder::none()
+            .with_kube()
+            .with_s3()
+            .with_postgres()
+            .start()
+            .await?;
+        let client = cluster.kube_client()?;
+        install_crds(&client).await?;
+        let s3 = cluster.s3()?.client();
+        let db = cluster.postgres()?.pool().await?;
+        create_secrets(&client, &cluster).await?;
+        create_stack(&client, &cluster, max_concurrent_jobs).await?;
+        let runner = JobRunner::spawn(
+            client.clone(),
+            JobRunnerConfig::new(cluster.work_dir().join("job-runner"))
+                .image("golftracker-worker", worker_binary()?),
+        );
+        let mut harness = Self {
+            cluster,
+            client,
+            s3,
+            db,
+            _runner: runner,
+            stop_operator: None,
+            operator: None,
+        };
+        harness.start_operator();
+        wait_stack_ready(&harness.client, Duration::from_secs(60)).await?;
+        Ok(harness)
+    }
+
+    /// Starts (or restarts) the operator's two controllers in this process.
+    pub fn start_operator(&mut self) {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let settings = Settings {
+            namespace: Some(NAMESPACE.into()),
+            concurrency: 8,
+            options: JobOptions { local_runner: true },
+        };
+        let client = self.client.clone();
+        self.operator = Some(tokio::spawn(async move {
+            let stopped = futures::FutureExt::shared(async move {
+                let _ = stopped.await;
+            });
+            let metrics = Metrics::default();
+            tokio::join!(
+                analysis::run(
+                    client.clone(),
+                    settings,
+                    metrics.clone(),
+                    || {},
+                    stopped.clone()
+                ),
+                stack::run(
+                    client,
+                    Some(NAMESPACE.into()),
+                    4,
+                    Duration::from_secs(2),
+                    metrics,
+                    stopped
+                ),
+            );
+        }));
+        self.stop_operator = Some(stop);
+    }
+
+    /// Stops the operator abruptly (the task is aborted mid-reconcile, like SIGKILL).
+    pub fn kill_operator(&mut self) {
+        if let Some(task) = self.operator.take() {
+            task.abort();
+        }
+        self.stop_operator = None;
+    }
+
+    pub fn analyses(&self) -> Api<SwingAnalysis> {
+        Api::namespaced(self.client.clone(), NAMESPACE)
+    }
+
+    /// Uploads a video and creates an analysis of it.
+    pub async fn submit(
+        &self,
+        name: &str,
+        video: &[u8],
+        priority: i32,
+        retention: &str,
+    ) -> anyhow::Result<()> {
+        let key = format!("videos/{name}.mp4");
+        self.s3
+            .put_object()
+            .bucket(BUCKET)
+            .key(&key)
+            .body(video.to_vec().into())
+            .send()
+            .await?;
+        let analysis: SwingAnalysis = serde_json::from_value(serde_json::json!({
+            "apiVersion": "golftracker.io/v1alpha1",
+            "kind": "SwingAnalysis",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "stackRef": {"name": STACK},
+                "video": key,
+                "golfer": {"userId": "golfer-1", "club": "7-iron"},
+                "cameraView": "unknown",
+                "priority": priority,
+                "retention": retention,
+            }
+        }))?;
+        self.analyses()
+            .create(&PostParams::default(), &analysis)
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until every named analysis is Succeeded or Failed; returns them.
+    pub async fn wait_finished(
+        &self,
+        names: &[String],
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<SwingAnalysis>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut done = Vec::new();
+            for name in names {
+                let a = self.analyses().get(name).await?;
+                if a.status.as_ref().is_some_and(|s| s.phase.is_finished()) {
+                    done.push(a);
+                }
+            }
+            if done.len() == names.len() {
+                return Ok(done);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "{} of {} analyses finished in {timeout:?}",
+                    done.len(),
+                    names.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.kill_operator();
+    }
+}
+
+pub fn phase(a: &SwingAnalysis) -> Phase {
+    a.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for manifest in golftracker_crds::crd_manifests() {
+        let name = manifest.crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(
+            &name,
+            &PatchParams::apply("golftracker-e2e").force(),
+            &Patch::Apply(&manifest.crd),
+        )
+        .await?;
+    }
+    // Established: the API serves the new kinds.
+    let analyses: Api<SwingAnalysis> = Api::namespaced(client.clone(), NAMESPACE);
+    for _ in 0..100 {
+        if analyses.list(&Default::default()).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("CRDs were not established")
+}
+
+async fn create_secrets(client: &Client, cluster: &LocalCluster) -> anyhow::Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    let s3 = cluster.s3()?;
+    let pg = cluster.postgres()?;
+    for (name, data) in [
+        (
+            "golftracker-s3",
+            serde_json::json!({"accessKeyId": s3.access_key, "secretAccessKey": s3.secret_key}),
+        ),
+        (
+            "golftracker-db",
+            serde_json::json!({"username": pg.user, "password": pg.password}),
+        ),
+    ] {
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "stringData": data,
+        }))?;
+        secrets.create(&PostParams::default(), &secret).await?;
+    }
+    Ok(())
+}
+
+/// The stack under test; the operator's stack controller provisions it.
+async fn create_stack(
+    client: &Client,
+    cluster: &LocalCluster,
+    max_concurrent_jobs: i32,
+) -> anyhow::Result<()> {
+    let s3 = cluster.s3()?;
+    let pg = cluster.postgres()?;
+    let stack: GolfTrackerStack = serde_json::from_value(serde_json::json!({
+        "apiVersion": "golftracker.io/v1alpha1",
+        "kind": "GolfTrackerStack",
+        "metadata": {"name": STACK, "namespace": NAMESPACE},
+        "spec": {
+            "storage": {"bucket": BUCKET, "region": s3.region, "endpoint": s3.endpoint, "forcePathStyle": true,
+                        "credentialsSecret": "golftracker-s3"},
+            "database": {"host": pg.host, "port": pg.port, "database": pg.database, "sslMode": "disable",
+                         "credentials": {"secretRef": "golftracker-db"}},
+            "worker": {"image": "ghcr.io/golftracker/golftracker-worker:test", "maxConcurrentJobs": max_concurrent_jobs,
+                       "backoffLimit": 0, "activeDeadlineSeconds": 600,
+                       "model": {"uri": model_path()?.to_string_lossy()}},
+        }
+    }))?;
+    let stacks: Api<GolfTrackerStack> = Api::namespaced(client.clone(), NAMESPACE);
+    stacks.create(&PostParams::default(), &stack).await?;
+    Ok(())
+}
+
+/// Waits until the stack controller reports the stack Ready.
+pub async fn wait_stack_ready(
+    client: &Client,
+    timeout: Duration,
+) -> anyhow::Result<GolfTrackerStack> {
+    let stacks: Api<GolfTrackerStack> = Api::namespaced(client.clone(), NAMESPACE);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let stack = stacks.get(STACK).await?;
+        let conditions = stack
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
+        if golftracker_crds::conditions::is_true(&conditions, "Ready") {
+            return Ok(stack);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("stack not Ready in {timeout:?}: {conditions:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
