@@ -21,12 +21,16 @@ pub fn run(check: bool) -> anyhow::Result<()> {
             stale.push(path.display().to_string());
         } else {
             std::fs::create_dir_all(&dir)?;
-            std::fs::write(&path, &manifest.yaml).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, &manifest.yaml)
+                .with_context(|| format!("writing {}", path.display()))?;
             println!("wrote {}", path.display());
         }
     }
     if !stale.is_empty() {
-        bail!("CRD YAML is out of date, run `cargo xtask crds`: {}", stale.join(", "));
+        bail!(
+            "CRD YAML is out of date, run `cargo xtask crds`: {}",
+            stale.join(", ")
+        );
     }
     Ok(())
 }

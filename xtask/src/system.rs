@@ -56,9 +56,15 @@ pub fn ensure_packages() -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
     if !is_root {
-        bail!("missing system packages; run: sudo apt-get install -y {}", missing.join(" "));
+        bail!(
+            "missing system packages; run: sudo apt-get install -y {}",
+            missing.join(" ")
+        );
     }
     println!("[system] installing {} from apt", missing.join(" "));
     let mut install = vec!["install", "-y", "--no-install-recommends"];

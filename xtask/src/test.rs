@@ -16,7 +16,10 @@ fn run_step(name: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
         .current_dir(workspace_root())
         .status()
         .with_context(|| format!("starting {program}"))?;
-    println!("[test] {name}: {status} after {:.0}s", started.elapsed().as_secs_f64());
+    println!(
+        "[test] {name}: {status} after {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
     if !status.success() {
         bail!("{name} failed ({status})");
     }
@@ -32,7 +35,22 @@ pub fn run() -> anyhow::Result<()> {
     run_step("servers", "bash", &["local-cluster/build-servers.sh"])?;
     crate::models::run(&crate::models::default_dir()?)?;
     run_step("format", "cargo", &["fmt", "--all", "--", "--check"])?;
-    run_step("crds", "cargo", &["run", "--quiet", "-p", "xtask", "--", "crds", "--check"])?;
-    run_step("lints", "cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    run_step(
+        "crds",
+        "cargo",
+        &["run", "--quiet", "-p", "xtask", "--", "crds", "--check"],
+    )?;
+    run_step(
+        "lints",
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     run_step("tests", "cargo", &["test", "--workspace"])
 }
