@@ -10,6 +10,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// The Event recorder of both controllers (instance = the pod, for leader handovers).
+pub fn recorder(client: kube::Client) -> kube::runtime::events::Recorder {
+    let reporter = kube::runtime::events::Reporter {
+        controller: crate::analysis::FIELD_MANAGER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    kube::runtime::events::Recorder::new(client, reporter)
+}
+
 /// JSON logs when `LOG_FORMAT=json`, human-readable otherwise; level from `RUST_LOG`.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -116,10 +125,19 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn failed(&self, controller: &'static str, kind: &'static str) {
+    /// Counts a failed reconcile, logs it and says when to retry (both controllers' error policy).
+    pub fn failed(
+        &self,
+        controller: &'static str,
+        object: &str,
+        error: &crate::error::Error,
+    ) -> kube::runtime::controller::Action {
+        tracing::warn!(controller, object, error = %error, "reconcile failed");
+        let kind = error.kind();
         self.errors
             .get_or_create(&ErrorLabels { controller, kind })
             .inc();
+        kube::runtime::controller::Action::requeue(error.retry_after())
     }
 
     /// Prometheus text exposition of every metric.

@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -265,11 +265,7 @@ async fn reconcile(analysis: Arc<SwingAnalysis>, ctx: Arc<Context>) -> Result<Ac
         }
     })
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    });
+    .map_err(Error::from);
     ctx.metrics.reconciled(CONTROLLER, started.elapsed());
     result
 }
@@ -625,9 +621,7 @@ async fn check_video(
 }
 
 fn error_policy(analysis: Arc<SwingAnalysis>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(analysis = %analysis.name_any(), error = %error, "reconcile failed");
-    ctx.metrics.failed(CONTROLLER, error.kind());
-    Action::requeue(error.retry_after())
+    ctx.metrics.failed(CONTROLLER, &analysis.name_any(), error)
 }
 
 /// Settings of [`run`].
@@ -690,13 +684,7 @@ pub async fn run(
         );
     let analyses = controller.store();
     let (wake, woken) = mpsc::unbounded_channel();
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        },
-    );
+    let recorder = crate::telemetry::recorder(client.clone());
     let ctx = Arc::new(Context {
         client,
         analyses: analyses.clone(),

@@ -16,7 +16,7 @@ use golftracker_crds::stack::{
 };
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -260,19 +260,13 @@ async fn reconcile(stack: Arc<GolfTrackerStack>, ctx: Arc<Context>) -> Result<Ac
         }
     })
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    });
+    .map_err(Error::from);
     ctx.metrics.reconciled(CONTROLLER, started.elapsed());
     result
 }
 
 fn error_policy(stack: Arc<GolfTrackerStack>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(stack = %stack.name_any(), error = %error, "reconcile failed");
-    ctx.metrics.failed(CONTROLLER, error.kind());
-    Action::requeue(error.retry_after())
+    ctx.metrics.failed(CONTROLLER, &stack.name_any(), error)
 }
 
 /// Runs the GolfTrackerStack controller until `shutdown` resolves.
@@ -288,13 +282,7 @@ pub async fn run(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        },
-    );
+    let recorder = crate::telemetry::recorder(client.clone());
     let ctx = Arc::new(Context {
         client,
         resync,
