@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
-# Builds the servers of the local control plane from their pinned Go modules
+# Builds the servers of the local control plane (and helm, which the chart tests
+# run against it) from their pinned Go modules
 # (go/*/go.mod) into a cache outside the clone, keyed by version:
 #   $GOLFTRACKER_CACHE/bin/<name>-<version>   (default ~/.cache/golftracker)
 # A binary already in the cache is reused. PostgreSQL comes from apt instead
 # (see ../xtask, `ensure_system_packages`). Cold build on 2 cores: minutes each.
 #   build-servers.sh            build everything missing
 #   build-servers.sh --print    print "name path" for each binary, build nothing
-#   build-servers.sh NAME...    build only these (etcd kube-apiserver kubectl minio vault)
+#   build-servers.sh NAME...    build only these (etcd kube-apiserver kubectl minio vault helm)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${GOLFTRACKER_CACHE:-$HOME/.cache/golftracker}
 bin="$cache/bin"
 mkdir -p "$bin"
 
-# name  go-module-dir  package  version
+# name  go-module-dir  package  version  [extra -ldflags: what the upstream Makefile stamps]
 servers=(
   "etcd           kube   go.etcd.io/etcd/server/v3                v3.6.8"
   "kube-apiserver kube   k8s.io/kubernetes/cmd/kube-apiserver     v1.36.3"
   "kubectl        kube   k8s.io/kubernetes/cmd/kubectl            v1.36.3"
   "minio          minio  github.com/minio/minio                   RELEASE.2026-02-12"
   "vault          vault  github.com/hashicorp/vault               v1.21.0"
+  "helm           helm   helm.sh/helm/v3/cmd/helm                 v3.22.0  -X helm.sh/helm/v3/internal/version.version=v3.22.0 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37"
 )
 
 print_only=false
@@ -32,14 +34,14 @@ for a in "$@"; do
 done
 
 for line in "${servers[@]}"; do
-  read -r name dir pkg version <<<"$line"
+  read -r name dir pkg version extra_ldflags <<<"$line"
   if [ ${#wanted[@]} -gt 0 ] && [[ ! " ${wanted[*]} " == *" $name "* ]]; then continue; fi
   out="$bin/$name-$version"
   if $print_only; then echo "$name $out"; continue; fi
   if [ -x "$out" ]; then echo "[servers] $name $version: cached ($out)"; continue; fi
   echo "[servers] building $name $version from $pkg (first time only; several minutes on 2 cores)..."
   start=$(date +%s)
-  (cd "$here/go/$dir" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$out.partial" "$pkg")
+  (cd "$here/go/$dir" && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w ${extra_ldflags:-}" -o "$out.partial" "$pkg")
   mv "$out.partial" "$out"
   echo "[servers] built $name in $(( $(date +%s) - start ))s"
 done

@@ -1,5 +1,5 @@
-//! Where the server binaries are: the Go-built ones in the cache that
-//! `build-servers.sh` fills (building what is missing), PostgreSQL from apt.
+//! Where the server binaries (and helm, for the chart tests) are: the Go-built ones in
+//! the cache that `build-servers.sh` fills (building what is missing), PostgreSQL from apt.
 
 use std::{
     collections::BTreeMap,
@@ -18,7 +18,7 @@ pub fn build_script() -> PathBuf {
 }
 
 /// Paths of the Go-built servers by name (`etcd`, `kube-apiserver`, `kubectl`,
-/// `minio`, `vault`), building the missing ones among `needed` first. Prints
+/// `minio`, `vault`, `helm`), building the missing ones among `needed` first. Prints
 /// progress: a cold build takes minutes per server on 2 cores.
 pub fn ensure_go_servers(needed: &[&str]) -> Result<BTreeMap<String, PathBuf>, Error> {
     let paths = cached_server_paths()?;
