@@ -341,6 +341,50 @@ impl LocalCluster {
             .ok_or(Error::NotStarted("PostgreSQL"))
     }
 
+    /// Stops one server (`minio`, `postgres` or `vault`) to test an outage; its port
+    /// refuses connections until [`Self::restart_server`].
+    pub fn stop_server(&mut self, name: &str) -> Result<(), Error> {
+        self.server_mut(name)?.stop();
+        Ok(())
+    }
+
+    /// Starts a server stopped by [`Self::stop_server`] again on the same port, data
+    /// and credentials (dev-mode Vault keeps no data: it comes back empty), and waits
+    /// until it answers.
+    pub async fn restart_server(&mut self, name: &str) -> Result<(), Error> {
+        let timeout = std::time::Duration::from_secs(60);
+        let endpoints = self.endpoints.clone();
+        let server = self.server_mut(name)?;
+        server.restart()?;
+        match name {
+            "minio" => {
+                let s3 = endpoints.s3.as_ref().ok_or(Error::NotStarted("MinIO"))?;
+                server.wait_ready(timeout, || s3.ping()).await
+            }
+            "postgres" => {
+                let pg = endpoints
+                    .postgres
+                    .as_ref()
+                    .ok_or(Error::NotStarted("PostgreSQL"))?;
+                server.wait_ready(timeout, || pg.ping()).await
+            }
+            "vault" => {
+                let vault = endpoints.vault.as_ref().ok_or(Error::NotStarted("Vault"))?;
+                server.wait_ready(timeout, || vault.ping()).await
+            }
+            _ => Err(Error::NotStarted(
+                "a restartable server (minio, postgres, vault)",
+            )),
+        }
+    }
+
+    fn server_mut(&mut self, name: &str) -> Result<&mut ServerProcess, Error> {
+        self.servers
+            .iter_mut()
+            .find(|s| s.record.name == name)
+            .ok_or(Error::NotStarted("the named server"))
+    }
+
     fn detach(mut self) -> DetachedCluster {
         let servers = std::mem::take(&mut self.servers)
             .into_iter()

@@ -56,6 +56,15 @@ impl PostgresEndpoint {
             .database(&self.database)
     }
 
+    /// Succeeds once the server accepts a login.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect_with(&self.connect_options())
+            .await?
+            .close()
+            .await
+    }
+
     /// A small connection pool to this server.
     pub async fn pool(&self) -> Result<PgPool, Error> {
         PgPoolOptions::new()
@@ -137,15 +146,8 @@ pub(crate) async fn start(
             "full_page_writes=off",
         ]);
     let mut postgres = postgres.spawn()?;
-    let options = &endpoint.connect_options();
     postgres
-        .wait_ready(READY_TIMEOUT, || async move {
-            use sqlx::Connection;
-            sqlx::PgConnection::connect_with(options)
-                .await?
-                .close()
-                .await
-        })
+        .wait_ready(READY_TIMEOUT, || endpoint.ping())
         .await?;
     Ok((postgres, endpoint))
 }

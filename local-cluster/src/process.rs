@@ -48,6 +48,55 @@ impl ServerRecord {
 pub(crate) struct ServerProcess {
     pub(crate) record: ServerRecord,
     child: Child,
+    /// How it was started, so a test can stop it and start it again (an outage).
+    recipe: Recipe,
+}
+
+/// What [`ServerCommand::spawn`] ran, kept to run it again on the same ports and data.
+#[derive(Clone)]
+struct Recipe {
+    name: &'static str,
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    envs: Vec<(std::ffi::OsString, Option<std::ffi::OsString>)>,
+    log: PathBuf,
+    stop_signal: Signal,
+    run_as: Option<(Uid, nix::unistd::Gid)>,
+    die_with_parent: bool,
+}
+
+impl Recipe {
+    fn of(command: &ServerCommand) -> Self {
+        Self {
+            name: command.name,
+            program: command.command.get_program().to_owned(),
+            args: command.command.get_args().map(ToOwned::to_owned).collect(),
+            envs: command
+                .command
+                .get_envs()
+                .map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned)))
+                .collect(),
+            log: command.log.clone(),
+            stop_signal: command.stop_signal,
+            run_as: command.run_as,
+            die_with_parent: command.die_with_parent,
+        }
+    }
+
+    fn command(&self) -> ServerCommand {
+        let mut command = ServerCommand::new(self.name, Path::new(&self.program), self.log.clone());
+        command.command.args(&self.args);
+        for (key, value) in &self.envs {
+            match value {
+                Some(value) => command.command.env(key, value),
+                None => command.command.env_remove(key),
+            };
+        }
+        command.stop_signal = self.stop_signal;
+        command.run_as = self.run_as;
+        command.die_with_parent = self.die_with_parent;
+        command
+    }
 }
 
 /// What to run as a server.
@@ -75,11 +124,18 @@ impl ServerCommand {
         }
     }
 
-    pub(crate) fn spawn(mut self) -> Result<ServerProcess, Error> {
+    pub(crate) fn spawn(self) -> Result<ServerProcess, Error> {
+        self.spawn_logging(false)
+    }
+
+    /// Starts the server; `append` keeps the log of an earlier run of it.
+    fn spawn_logging(mut self, append: bool) -> Result<ServerProcess, Error> {
+        let recipe = Recipe::of(&self);
         // Owner-only: Vault's dev mode prints its root token into its log.
         let log = std::fs::OpenOptions::new()
             .create(true)
-            .truncate(true)
+            .truncate(!append)
+            .append(append)
             .write(true)
             .mode(0o600)
             .open(&self.log)
@@ -119,6 +175,7 @@ impl ServerCommand {
                 stop_signal: self.stop_signal.as_str().to_owned(),
             },
             child,
+            recipe,
         })
     }
 }
@@ -169,6 +226,28 @@ impl ServerProcess {
         let _ = killpg(Pid::from_raw(self.record.pid), self.record.stop_signal());
     }
 
+    /// Stops the server and waits for it to go: its port refuses connections until
+    /// [`Self::restart`].
+    pub(crate) fn stop(&mut self) {
+        self.send_stop_signal();
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Whatever is left of the group (the leader, or children it left behind).
+        let _ = killpg(Pid::from_raw(self.record.pid), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again exactly as before (same ports, data and secrets).
+    pub(crate) fn restart(&mut self) -> Result<(), Error> {
+        self.stop();
+        let fresh = self.recipe.command().spawn_logging(true)?;
+        // Already stopped: forgetting the old handle skips stopping it twice.
+        std::mem::forget(std::mem::replace(self, fresh));
+        Ok(())
+    }
+
     /// Leaves the server running after this value is gone (`cargo xtask env up`).
     pub(crate) fn detach(self) -> ServerRecord {
         let record = self.record.clone();
@@ -200,14 +279,7 @@ pub(crate) fn run_to_completion(name: &'static str, command: ServerCommand) -> R
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        self.send_stop_signal();
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // Whatever is left of the group (the leader, or children it left behind).
-        let _ = killpg(Pid::from_raw(self.record.pid), Signal::SIGKILL);
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

@@ -47,6 +47,11 @@ impl S3Endpoint {
             .build();
         aws_sdk_s3::Client::from_conf(config)
     }
+
+    /// Succeeds once the server answers S3 requests.
+    pub async fn ping(&self) -> Result<(), impl std::fmt::Display + use<>> {
+        self.client().list_buckets().send().await.map(drop)
+    }
 }
 
 pub(crate) async fn start(
@@ -84,11 +89,6 @@ pub(crate) async fn start(
         .env("MINIO_UPDATE", "off")
         .env("HOME", dir);
     let mut minio = minio.spawn()?;
-    let client = &endpoint.client();
-    minio
-        .wait_ready(READY_TIMEOUT, || async move {
-            client.list_buckets().send().await.map(drop)
-        })
-        .await?;
+    minio.wait_ready(READY_TIMEOUT, || endpoint.ping()).await?;
     Ok((minio, endpoint))
 }

@@ -37,6 +37,18 @@ impl VaultEndpoint {
             .map_err(|error| Error::VaultClient(error.to_string()))?;
         VaultClient::new(settings).map_err(|error| Error::VaultClient(error.to_string()))
     }
+
+    /// Succeeds once Vault is initialised and unsealed.
+    pub async fn ping(&self) -> Result<(), Error> {
+        let health = vaultrs::sys::health(&self.client()?)
+            .await
+            .map_err(|error| Error::VaultClient(error.to_string()))?;
+        if health.initialized && !health.sealed {
+            Ok(())
+        } else {
+            Err(Error::VaultClient("sealed or not initialised".into()))
+        }
+    }
 }
 
 pub(crate) async fn start(
@@ -62,16 +74,6 @@ pub(crate) async fn start(
         .env("VAULT_DEV_ROOT_TOKEN_ID", &endpoint.root_token)
         .env("HOME", dir);
     let mut vault = vault.spawn()?;
-    let client = &endpoint.client()?;
-    vault
-        .wait_ready(READY_TIMEOUT, || async move {
-            let health = vaultrs::sys::health(client).await?;
-            if health.initialized && !health.sealed {
-                Ok(())
-            } else {
-                Err(vaultrs::error::ClientError::ResponseEmptyError)
-            }
-        })
-        .await?;
+    vault.wait_ready(READY_TIMEOUT, || endpoint.ping()).await?;
     Ok((vault, endpoint))
 }
