@@ -73,7 +73,7 @@ impl Default for Metrics {
         let reconciles = Family::<ControllerLabel, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
         let reconcile_duration = Family::<ControllerLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.001, 2.0, 14))
+            Histogram::new(exponential_buckets(0.0005, 1.5, 24))
         });
         let analyses_by_phase = Family::<PhaseLabel, Gauge>::default();
         let queue_depth = Family::<StackLabel, Gauge>::default();

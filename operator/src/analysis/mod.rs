@@ -25,7 +25,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{Mutex, mpsc};
 use tracing::{info, instrument, warn};
@@ -663,7 +663,8 @@ pub async fn run(
         watcher(stacks_api, watcher::Config::default().any_semantic()),
     )
     .default_backoff()
-    .touched_objects();
+    .touched_objects()
+    .predicate_filter(stack_change_for_analyses, PredicateConfig::default());
     let (jobs, jobs_writer) = reflector::store();
     let job_events = reflector::reflector(
         jobs_writer,
@@ -672,7 +673,8 @@ pub async fn run(
             watcher::Config::default()
                 .labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
                 .any_semantic(),
-        ),
+        )
+        .modify(trim_cached_job),
     )
     .default_backoff()
     .touched_objects();
@@ -704,7 +706,9 @@ pub async fn run(
                 .state()
                 .into_iter()
                 .filter(|a| {
-                    a.namespace() == stack.namespace() && a.spec.stack_ref.name == stack.name_any()
+                    a.namespace() == stack.namespace()
+                        && a.spec.stack_ref.name == stack.name_any()
+                        && !a.status.as_ref().is_some_and(|s| s.phase.is_finished())
                 })
                 .map(|a| ObjectRef::from_obj(&*a))
                 .collect::<Vec<_>>()
@@ -730,6 +734,29 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// What of a stack its analyses react to: its spec (generation) and whether it is
+/// Ready. The stack's other status updates (counts, drift checks) would otherwise wake
+/// every analysis of the stack each time.
+fn stack_change_for_analyses(stack: &GolfTrackerStack) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let ready = stack
+        .status
+        .as_ref()
+        .is_some_and(|s| conditions::is_true(&s.conditions, stack::condition::READY));
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (stack.meta().generation, ready).hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// The Job cache keeps what admission and status need (name, labels, owners,
+/// status): the pod template and managed fields are most of a Job's size, and
+/// thousands of cached Jobs would otherwise dominate the operator's memory.
+fn trim_cached_job(job: &mut Job) {
+    job.metadata.managed_fields = None;
+    job.metadata.annotations = None;
+    job.spec = None;
 }
 
 fn tokio_stream_from<T: Send + 'static>(
