@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+pub mod operator_process;
+
+use std::collections::BTreeMap;
+
 use anyhow::{Context, bail};
 use golftracker_crds::analysis::{Phase, SwingAnalysis};
 use golftracker_crds::stack::GolfTrackerStack;
@@ -14,10 +18,12 @@ use golftracker_local_cluster::{LocalCluster, LocalClusterBuilder};
 use golftracker_operator::analysis::{self, Settings, job::JobOptions};
 use golftracker_operator::stack;
 use golftracker_operator::telemetry::Metrics;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::oneshot;
 
 pub const NAMESPACE: &str = "default";
@@ -35,22 +41,43 @@ fn target_bin_dir() -> PathBuf {
 
 /// The real worker binary, built if this test run did not build it already.
 pub fn worker_binary() -> anyhow::Result<PathBuf> {
-    let path = target_bin_dir().join("golftracker-worker");
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "golftracker-worker",
-                "--bin",
-                "golftracker-worker",
-            ])
-            .status()?;
-        if !status.success() {
-            bail!("building golftracker-worker failed");
+    workspace_binary("golftracker-worker")
+}
+
+/// The real operator binary (what the container image runs), built if missing.
+pub fn operator_binary() -> anyhow::Result<PathBuf> {
+    workspace_binary("golftracker-operator")
+}
+
+/// The `golftracker` CLI binary, built if missing.
+pub fn cli_binary() -> anyhow::Result<PathBuf> {
+    package_binary("golftracker-cli", "golftracker")
+}
+
+/// A binary of the workspace whose package and binary share `name`.
+fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
+    package_binary(name, name)
+}
+
+/// Binary `name` of workspace package `package`.
+fn package_binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
+    // Built every time (a no-op when fresh): a stale binary would test old code.
+    // Cargo serialises this with any other build of the same target dir.
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let dir = target_bin_dir();
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args(["build", "--quiet", "-p", package, "--bin", name]);
+        if dir.ends_with("release") {
+            cargo.arg("--release");
         }
+        if !cargo.status()?.success() {
+            bail!("building {name} failed");
+        }
+        built.push(name.to_string());
     }
-    Ok(path)
+    Ok(dir.join(name))
 }
 
 /// The pose weights `cargo xtask models` prepares.
@@ -104,15 +131,47 @@ impl Harness {
     /// Starts the servers, installs the CRDs, creates a Ready stack allowing
     /// `max_concurrent_jobs`, and starts the job runner and the operator.
     pub async fn start(max_concurrent_jobs: i32) -> anyhow::Result<Self> {
-        golftracker_local_cluster::install_crypto_provider();
-        let cluster = LocalClusterBuilder::none()
-            .with_kube()
-            .with_s3()
-            .with_postgres()
-            .start()
-            .await?;
+        let cluster = start_cluster().await?;
+        install_crds(&cluster.kube_client()?).await?;
+        let mut harness = Self::without_operator(cluster, max_concurrent_jobs).await?;
+        harness.start_operator();
+        wait_stack_ready(&harness.client, Duration::from_secs(60)).await?;
+        Ok(harness)
+    }
+
+    /// Like [`Self::start`] without the operator: the test runs it its own way (as a
+    /// process) and waits for the stack to become Ready itself.
+    pub async fn start_without_operator(max_concurrent_jobs: i32) -> anyhow::Result<Self> {
+        let cluster = start_cluster().await?;
+        install_crds(&cluster.kube_client()?).await?;
+        Self::without_operator(cluster, max_concurrent_jobs).await
+    }
+
+    /// Jobs the operator created, by the analysis they run.
+    pub async fn jobs_by_analysis(&self) -> anyhow::Result<BTreeMap<String, Vec<Job>>> {
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let mut by = BTreeMap::<String, Vec<Job>>::new();
+        let managed =
+            ListParams::default().labels("app.kubernetes.io/managed-by=golftracker-operator");
+        for job in jobs.list(&managed).await? {
+            let analysis = job
+                .labels()
+                .get("golftracker.io/analysis")
+                .cloned()
+                .unwrap_or_default();
+            by.entry(analysis).or_default().push(job);
+        }
+        Ok(by)
+    }
+
+    /// On a cluster whose CRDs are installed (or being installed): the Secrets, the stack
+    /// and the job runner, but no operator, for tests that run the operator their own way.
+    pub async fn without_operator(
+        cluster: LocalCluster,
+        max_concurrent_jobs: i32,
+    ) -> anyhow::Result<Self> {
         let client = cluster.kube_client()?;
-        install_crds(&client).await?;
+        wait_crds_established(&client).await?;
         let s3 = cluster.s3()?.client();
         let db = cluster.postgres()?.pool().await?;
         create_secrets(&client, &cluster).await?;
@@ -122,7 +181,7 @@ impl Harness {
             JobRunnerConfig::new(cluster.work_dir().join("job-runner"))
                 .image("golftracker-worker", worker_binary()?),
         );
-        let mut harness = Self {
+        Ok(Self {
             cluster,
             client,
             s3,
@@ -130,10 +189,7 @@ impl Harness {
             _runner: runner,
             stop_operator: None,
             operator: None,
-        };
-        harness.start_operator();
-        wait_stack_ready(&harness.client, Duration::from_secs(60)).await?;
-        Ok(harness)
+        })
     }
 
     /// Starts (or restarts) the operator's two controllers in this process.
@@ -254,11 +310,68 @@ impl Drop for Harness {
     }
 }
 
+/// A kubeconfig that authenticates as ServiceAccount `account` of [`NAMESPACE`] (created
+/// if missing) with a TokenRequest token, as a pod of that account would; returns its path.
+pub async fn service_account_kubeconfig(
+    cluster: &LocalCluster,
+    account: &str,
+) -> anyhow::Result<PathBuf> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(cluster.kube_client()?, NAMESPACE);
+    if accounts.get_opt(account).await?.is_none() {
+        let object: ServiceAccount = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": account, "namespace": NAMESPACE}
+        }))?;
+        accounts.create(&PostParams::default(), &object).await?;
+    }
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token = accounts
+        .create_token_request(account, &PostParams::default(), &request)
+        .await?
+        .status
+        .and_then(|s| s.token)
+        .context("TokenRequest returned no token")?;
+    let kube = cluster.kube()?;
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": account,
+        "clusters": [{"name": "local", "cluster": {"server": kube.server, "certificate-authority": kube.ca_cert}}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": "local", "user": account, "namespace": NAMESPACE}}],
+    });
+    let path = cluster.work_dir().join(format!("kubeconfig-{account}"));
+    std::fs::write(&path, kubeconfig.to_string())?;
+    Ok(path)
+}
+
+/// A scratch directory for one test's files (clips), under the system temp dir.
+pub fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("golftracker-e2e-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the test's temp dir");
+    dir
+}
+
 pub fn phase(a: &SwingAnalysis) -> Phase {
     a.status.as_ref().map(|s| s.phase).unwrap_or_default()
 }
 
-async fn install_crds(client: &Client) -> anyhow::Result<()> {
+/// The servers the end-to-end tests use: kube-apiserver, MinIO and PostgreSQL.
+pub async fn start_cluster() -> anyhow::Result<LocalCluster> {
+    golftracker_local_cluster::install_crypto_provider();
+    Ok(LocalClusterBuilder::none()
+        .with_kube()
+        .with_s3()
+        .with_postgres()
+        .start()
+        .await?)
+}
+
+/// Applies the CRDs (see `Harness::without_operator` for waiting until they are served).
+pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for manifest in golftracker_crds::crd_manifests() {
         let name = manifest.crd.metadata.name.clone().unwrap_or_default();
@@ -269,7 +382,11 @@ async fn install_crds(client: &Client) -> anyhow::Result<()> {
         )
         .await?;
     }
-    // Established: the API serves the new kinds.
+    Ok(())
+}
+
+/// Waits until the API serves the new kinds.
+async fn wait_crds_established(client: &Client) -> anyhow::Result<()> {
     let analyses: Api<SwingAnalysis> = Api::namespaced(client.clone(), NAMESPACE);
     for _ in 0..100 {
         if analyses.list(&Default::default()).await.is_ok() {

@@ -5,26 +5,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use golftracker_crds::analysis::Phase;
-use golftracker_e2e::{BUCKET, Harness, NAMESPACE, phase, synthetic_clip};
+use golftracker_e2e::{BUCKET, Harness, NAMESPACE, phase, synthetic_clip, temp_dir};
 use k8s_openapi::api::batch::v1::Job;
+use kube::Resource;
+use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams};
-use kube::{Api, ResourceExt};
-
-/// Jobs the operator created, by analysis.
-async fn jobs_by_analysis(h: &Harness) -> BTreeMap<String, Vec<Job>> {
-    let jobs: Api<Job> = Api::namespaced(h.client.clone(), NAMESPACE);
-    let mut by = BTreeMap::<String, Vec<Job>>::new();
-    for job in jobs
-        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=golftracker-operator"))
-        .await
-        .unwrap()
-    {
-        by.entry(job.labels()["golftracker.io/analysis"].clone())
-            .or_default()
-            .push(job);
-    }
-    by
-}
 
 fn active(jobs: &BTreeMap<String, Vec<Job>>) -> usize {
     jobs.values()
@@ -48,32 +33,36 @@ async fn object_keys(h: &Harness, prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// maxConcurrentJobs 3 with 20 analyses: never more than 3 Jobs active, queue
+/// positions reported, all finish; then erase/retain on delete, and an erase while S3
+/// is down keeps the finalizer with a condition until S3 is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn analyses_run_queued_within_the_limit_and_erase_on_delete() {
-    let dir = tempfile_dir();
+async fn twenty_analyses_share_three_slots_and_erase_on_delete() {
+    let dir = temp_dir("queue");
     let clip = synthetic_clip(&dir, 7).unwrap();
-    let h = Harness::start(2).await.unwrap();
-    let names: Vec<String> = (0..4).map(|i| format!("swing-{i}")).collect();
+    let mut h = Harness::start(3).await.unwrap();
+    let names: Vec<String> = (0..20).map(|i| format!("swing-{i}")).collect();
     for (i, name) in names.iter().enumerate() {
-        let retention = if i == 0 { "Erase" } else { "Retain" };
+        let retention = if i == 0 || i == 2 { "Erase" } else { "Retain" };
         h.submit(name, &clip, 0, retention).await.unwrap();
     }
 
-    // While they run: never more than 2 Jobs active, and the waiting ones say where they stand.
-    let mut saw_queue_position = false;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    // While they run: never more than 3 Jobs active, and the waiting ones say where they stand.
+    let mut positions = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
     loop {
-        let jobs = jobs_by_analysis(&h).await;
+        let jobs = h.jobs_by_analysis().await.unwrap();
         assert!(
-            active(&jobs) <= 2,
+            active(&jobs) <= 3,
             "more Jobs active than maxConcurrentJobs: {}",
             active(&jobs)
         );
         let list = h.analyses().list(&ListParams::default()).await.unwrap();
-        saw_queue_position |= list
-            .items
-            .iter()
-            .any(|a| a.status.as_ref().and_then(|s| s.queue_position).is_some());
+        positions.extend(
+            list.items
+                .iter()
+                .filter_map(|a| a.status.as_ref().and_then(|s| s.queue_position)),
+        );
         if list.items.iter().all(|a| phase(a).is_finished()) {
             break;
         }
@@ -85,8 +74,8 @@ async fn analyses_run_queued_within_the_limit_and_erase_on_delete() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
-        saw_queue_position,
-        "4 analyses with 2 slots: some must have been Queued with a position"
+        positions.len() > 1,
+        "20 analyses with 3 slots: several must have been Queued with positions, saw {positions:?}"
     );
 
     let finished = h
@@ -116,7 +105,7 @@ async fn analyses_run_queued_within_the_limit_and_erase_on_delete() {
         );
         assert!(status.start_time.is_some() && status.completion_time.is_some());
     }
-    let jobs = jobs_by_analysis(&h).await;
+    let jobs = h.jobs_by_analysis().await.unwrap();
     for name in &names {
         assert_eq!(
             jobs.get(name).map(Vec::len),
@@ -179,6 +168,60 @@ async fn analyses_run_queued_within_the_limit_and_erase_on_delete() {
             .unwrap()
             .is_some()
     );
+
+    // S3 down during erase: the object stays, with a condition saying why.
+    let uid = h.analyses().get("swing-2").await.unwrap().uid().unwrap();
+    h.cluster.stop_server("minio").unwrap();
+    h.analyses()
+        .delete("swing-2", &DeleteParams::default())
+        .await
+        .unwrap();
+    let mut erase_failed = None;
+    for _ in 0..150 {
+        let a = h.analyses().get("swing-2").await.unwrap();
+        assert!(a.meta().deletion_timestamp.is_some());
+        erase_failed = a
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Erased"))
+            .filter(|c| c.status == "False")
+            .cloned();
+        if erase_failed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let erase_failed = erase_failed.expect("an Erased=False condition while S3 is down");
+    assert_eq!(erase_failed.reason, "EraseFailed");
+    assert!(
+        erase_failed.message.contains("S3") || erase_failed.message.contains("s3://"),
+        "the condition names what failed: {}",
+        erase_failed.message
+    );
+    assert!(
+        golftracker_results_db::fetch_outcome(&h.db, &uid)
+            .await
+            .unwrap()
+            .is_some(),
+        "nothing is erased halfway while S3 is down"
+    );
+    // S3 back: the retry erases everything and the object goes.
+    h.cluster.restart_server("minio").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while h.analyses().get_opt("swing-2").await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "erase did not complete after S3 came back"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(object_keys(&h, "videos/swing-2.mp4").await.is_empty());
+    assert!(
+        golftracker_results_db::fetch_outcome(&h.db, &uid)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,56 +274,7 @@ async fn a_missing_stack_or_video_ends_in_a_condition() {
     let (p, c) = condition("cross-ns", "Failed").await;
     assert_eq!((p, c.reason.as_str()), (Phase::Failed, "InvalidStackRef"));
     assert!(
-        jobs_by_analysis(&h).await.is_empty(),
+        h.jobs_by_analysis().await.unwrap().is_empty(),
         "no Job for invalid input"
     );
-}
-
-fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("golftracker-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The operator is stopped abruptly (its task aborted mid-reconcile, losing all
-/// in-memory state, as a SIGKILL would) ten times while analyses run, and started
-/// again each time: every analysis still succeeds, with exactly one Job ever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_restarts_never_duplicate_jobs() {
-    let dir = tempfile_dir();
-    let clip = synthetic_clip(&dir, 7).unwrap();
-    let mut h = Harness::start(3).await.unwrap();
-    let names: Vec<String> = (0..12).map(|i| format!("restart-{i}")).collect();
-    for name in &names {
-        h.submit(name, &clip, 0, "Retain").await.unwrap();
-    }
-    // Irregular moments, fixed so a failure can be replayed.
-    for delay_ms in [150, 900, 400, 1300, 250, 700, 1100, 300, 800, 500] {
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        h.kill_operator();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        h.start_operator();
-    }
-    let finished = h
-        .wait_finished(&names, Duration::from_secs(900))
-        .await
-        .unwrap();
-    for a in &finished {
-        let status = a.status.as_ref().unwrap();
-        assert_eq!(
-            status.phase,
-            Phase::Succeeded,
-            "{}: {:?}",
-            a.name_any(),
-            status.conditions
-        );
-    }
-    let jobs = jobs_by_analysis(&h).await;
-    for name in &names {
-        assert_eq!(
-            jobs.get(name).map(Vec::len),
-            Some(1),
-            "exactly one Job for {name}"
-        );
-    }
 }

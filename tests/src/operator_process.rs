@@ -1,0 +1,131 @@
+//! The operator binary run as its own process, as it runs in a Pod: so tests can
+//! SIGKILL it and run two replicas that compete for the leader Lease.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{NAMESPACE, operator_binary};
+
+/// Name of the operator's leader-election Lease (in [`NAMESPACE`] here).
+pub const LEASE: &str = "golftracker-operator";
+
+/// A running `golftracker-operator run`; SIGKILLed on drop.
+pub struct OperatorProcess {
+    child: Child,
+    /// Its identity in the Lease (`POD_NAME`).
+    pub identity: String,
+    pub metrics_addr: SocketAddr,
+}
+
+impl OperatorProcess {
+    /// Starts the operator against the cluster of `kubeconfig`, watching [`NAMESPACE`],
+    /// labelling Jobs for the local job runner; its log is appended to `log`.
+    pub fn spawn(
+        kubeconfig: &Path,
+        log: &Path,
+        identity: &str,
+        leader_election: bool,
+    ) -> anyhow::Result<Self> {
+        let metrics_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("open {}", log.display()))?;
+        let child = Command::new(operator_binary()?)
+            .args([
+                "run",
+                "--namespace",
+                NAMESPACE,
+                "--lease-namespace",
+                NAMESPACE,
+            ])
+            .args(["--metrics-addr", &metrics_addr.to_string()])
+            .args(["--leader-election", &leader_election.to_string()])
+            .args([
+                "--resync-seconds",
+                "2",
+                "--concurrency",
+                "8",
+                "--local-job-runner",
+            ])
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAME", identity)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .context("start golftracker-operator")?;
+        Ok(Self {
+            child,
+            identity: identity.into(),
+            metrics_addr,
+        })
+    }
+
+    /// SIGKILL: no shutdown hook runs, the Lease is not released.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The Prometheus text of its `/metrics`.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let mut stream = tokio::net::TcpStream::connect(self.metrics_addr).await?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: operator\r\n\r\n")
+            .await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        match response.split_once("\r\n\r\n") {
+            Some((head, body))
+                if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") =>
+            {
+                Ok(body.to_string())
+            }
+            _ => bail!(
+                "/metrics answered: {}",
+                response.lines().next().unwrap_or("")
+            ),
+        }
+    }
+
+    /// Total reconciles of one controller so far (0 before the first).
+    pub async fn reconciles(&self, controller: &str) -> anyhow::Result<u64> {
+        let metrics = self.metrics().await?;
+        let series =
+            format!("golftracker_operator_reconciles_total{{controller=\"{controller}\"}} ");
+        Ok(metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&series))
+            .map(|v| v.trim().parse().unwrap_or(0))
+            .unwrap_or(0))
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Who holds the operator's leader Lease now.
+pub async fn lease_holder(client: &Client) -> anyhow::Result<Option<String>> {
+    let lease = Api::<Lease>::namespaced(client.clone(), NAMESPACE)
+        .get_opt(LEASE)
+        .await?;
+    Ok(lease.and_then(|l| l.spec).and_then(|s| s.holder_identity))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
