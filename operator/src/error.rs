@@ -14,6 +14,13 @@ pub enum Error {
         target: String,
         message: String,
     },
+    /// `reason` is the VaultReady condition reason: `VaultUnreachable` or `VaultRefused`.
+    #[error("Vault {operation}: {message}")]
+    Vault {
+        operation: &'static str,
+        reason: &'static str,
+        message: String,
+    },
     #[error("results database: {0}")]
     Database(String),
     #[error("finalizer: {0}")]
@@ -29,6 +36,7 @@ impl Error {
             Self::Kube(_) => "kube",
             Self::Secret { .. } => "secret",
             Self::S3 { .. } => "s3",
+            Self::Vault { .. } => "vault",
             Self::Database(_) => "database",
             Self::Finalizer(_) => "finalizer",
             Self::MissingField(_) => "invalid-object",

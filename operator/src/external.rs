@@ -36,7 +36,8 @@ pub fn s3_error_message<
     }
 }
 
-async fn secret_data(
+/// A Secret's resourceVersion and its values (lossy UTF-8).
+pub(crate) async fn secret_data(
     client: &Client,
     namespace: &str,
     name: &str,
@@ -58,7 +59,8 @@ async fn secret_data(
     Ok((secret.metadata.resource_version.unwrap_or_default(), data))
 }
 
-fn key<'a>(
+/// One value of a Secret read by [`secret_data`]; names the missing key, never a value.
+pub(crate) fn secret_key<'a>(
     data: &'a BTreeMap<String, String>,
     key: &str,
     what: &'static str,
@@ -94,8 +96,8 @@ pub async fn s3_client(client: &Client, stack: &GolfTrackerStack) -> Result<aws_
     match &storage.credentials_secret {
         Some(name) => {
             let (_, data) = secret_data(client, &namespace, name, "S3 credentials").await?;
-            let id = key(&data, S3_ACCESS_KEY_ID_KEY, "S3 credentials", name)?;
-            let secret = key(&data, S3_SECRET_ACCESS_KEY_KEY, "S3 credentials", name)?;
+            let id = secret_key(&data, S3_ACCESS_KEY_ID_KEY, "S3 credentials", name)?;
+            let secret = secret_key(&data, S3_SECRET_ACCESS_KEY_KEY, "S3 credentials", name)?;
             config = config.credentials_provider(Credentials::new(
                 id,
                 secret,
@@ -146,13 +148,13 @@ impl DatabasePools {
             .host(&db.host)
             .port(db.port as u16)
             .database(&db.database)
-            .username(key(
+            .username(secret_key(
                 &data,
                 DB_USERNAME_KEY,
                 "database credentials",
                 &secret,
             )?)
-            .password(key(
+            .password(secret_key(
                 &data,
                 DB_PASSWORD_KEY,
                 "database credentials",

@@ -51,6 +51,14 @@ enum Command {
         /// Label worker Jobs for the local job runner (local control plane only).
         #[arg(long, env = "LOCAL_JOB_RUNNER")]
         local_job_runner: bool,
+        /// The operator's ServiceAccount token for Vault's Kubernetes auth (a projected
+        /// token with Vault's audience is better than the default one).
+        #[arg(
+            long,
+            env = "VAULT_SA_TOKEN_PATH",
+            default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+        )]
+        vault_sa_token_path: std::path::PathBuf,
     },
 }
 
@@ -109,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
             lease_namespace,
             resync_seconds,
             local_job_runner,
+            vault_sa_token_path,
         } => {
             telemetry::init_logging();
             let client = Client::try_default()
@@ -166,6 +175,7 @@ async fn main() -> anyhow::Result<()> {
                     namespace,
                     concurrency,
                     Duration::from_secs(resync_seconds),
+                    vault_sa_token_path,
                     metrics,
                     until_stopped(stopped)
                 ),

@@ -201,6 +201,7 @@ impl Harness {
             options: JobOptions { local_runner: true },
         };
         let client = self.client.clone();
+        let vault_sa_token = operator_vault_token_path(&self.cluster);
         self.operator = Some(tokio::spawn(async move {
             let stopped = futures::FutureExt::shared(async move {
                 let _ = stopped.await;
@@ -219,6 +220,7 @@ impl Harness {
                     Some(NAMESPACE.into()),
                     4,
                     Duration::from_secs(2),
+                    vault_sa_token,
                     metrics,
                     stopped
                 ),
@@ -308,6 +310,12 @@ impl Drop for Harness {
     fn drop(&mut self) {
         self.kill_operator();
     }
+}
+
+/// Where the in-process operator reads its ServiceAccount token for Vault's Kubernetes
+/// auth (a test that wires Vault writes a TokenRequest token there).
+pub fn operator_vault_token_path(cluster: &LocalCluster) -> PathBuf {
+    cluster.work_dir().join("operator-vault-token")
 }
 
 /// A kubeconfig that authenticates as ServiceAccount `account` of [`NAMESPACE`] (created

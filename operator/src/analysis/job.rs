@@ -108,14 +108,20 @@ pub fn report_prefix_uri(analysis: &SwingAnalysis, stack: &GolfTrackerStack) -> 
     ))
 }
 
-/// The Secret holding database credentials for workers: the one the stack controller
-/// maintains (Vault-issued) if any, else the stack's own Secret reference.
+/// Name of the Secret Vault-issued database credentials are delivered to (by the
+/// operator or by the Vault Secrets Operator).
+pub fn vault_database_secret(stack: &GolfTrackerStack) -> String {
+    format!("{}-worker-db", stack.name_any())
+}
+
+/// The Secret holding database credentials for workers: the Vault-delivered one when
+/// the stack asks for Vault credentials, else the stack's own Secret reference.
 pub fn database_secret(stack: &GolfTrackerStack) -> Option<String> {
-    stack
-        .status
-        .as_ref()
-        .and_then(|s| s.worker_secret_name.clone())
-        .or_else(|| stack.spec.database.credentials.secret_ref.clone())
+    let credentials = &stack.spec.database.credentials;
+    match credentials.vault {
+        Some(_) => Some(vault_database_secret(stack)),
+        None => credentials.secret_ref.clone(),
+    }
 }
 
 /// Labels shared by the Job and its pods.

@@ -3,8 +3,12 @@
 //! failing part says why and never blocks the others. External state is re-checked
 //! every resync interval, so drift is repaired.
 
+pub mod delivery;
 pub mod storage;
+pub mod vault;
+pub mod worker_access;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +16,7 @@ use futures::StreamExt;
 use golftracker_crds::analysis::{Phase, SwingAnalysis};
 use golftracker_crds::conditions::{self, NewCondition};
 use golftracker_crds::stack::{
-    DeletionPolicy, GolfTrackerStack, GolfTrackerStackStatus, condition,
+    DeletionPolicy, GolfTrackerStack, GolfTrackerStackStatus, SecretDelivery, VaultSpec, condition,
 };
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -23,6 +27,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{instrument, warn};
 
 use crate::analysis::FIELD_MANAGER;
+use crate::analysis::job::database_secret;
 use crate::error::{Error, Result};
 use crate::external::{self, DatabasePools};
 use crate::telemetry::Metrics;
@@ -40,6 +45,9 @@ pub struct Context {
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub databases: DatabasePools,
+    /// The operator's ServiceAccount token, for Vault's Kubernetes auth.
+    pub vault_sa_token: PathBuf,
+    pub vault_logins: vault::VaultLogins,
 }
 
 /// One part's outcome: condition status, reason, message.
@@ -92,8 +100,15 @@ async fn reconcile_storage(stack: &GolfTrackerStack, ctx: &Context) -> (Part, Op
 }
 
 async fn reconcile_database(stack: &GolfTrackerStack, ctx: &Context) -> (Part, Option<String>) {
-    if stack.spec.database.credentials.vault.is_some() {
-        return ((conditions::FALSE, "NotSupportedYet", "Vault dynamic database credentials are not provisioned by this operator version; use credentials.secretRef".into()), None);
+    if stack.spec.database.credentials.vault.is_some() && stack.spec.vault.is_none() {
+        return (
+            (
+                conditions::FALSE,
+                "VaultNotConfigured",
+                "database.credentials.vault needs spec.vault".into(),
+            ),
+            None,
+        );
     }
     let result = async {
         let pool = ctx.databases.pool(&ctx.client, stack).await?;
@@ -118,10 +133,86 @@ async fn reconcile_database(stack: &GolfTrackerStack, ctx: &Context) -> (Part, O
     }
 }
 
-fn reconcile_vault(stack: &GolfTrackerStack) -> Part {
-    match &stack.spec.vault {
-        None => (conditions::TRUE, "NotConfigured", "no spec.vault: credentials come from Kubernetes Secrets".into()),
-        Some(_) => (conditions::FALSE, "NotSupportedYet", "Vault provisioning (policy, Kubernetes auth role, KV, secret delivery) is not implemented by this operator version".into()),
+/// Provisions Vault and delivers secrets; `Ok` carries the status message and, for
+/// operator-delivered database credentials, when they must be looked at again.
+async fn provision_vault(
+    stack: &GolfTrackerStack,
+    spec: &VaultSpec,
+    ctx: &Context,
+) -> Result<(String, Option<Duration>)> {
+    let vault_client = vault::login(
+        &ctx.client,
+        &ctx.vault_logins,
+        stack,
+        spec,
+        &ctx.vault_sa_token,
+    )
+    .await?;
+    let result = async {
+        let names = vault::provision(&ctx.client, &vault_client, stack, spec).await?;
+        let mut message = format!(
+            "policy and Kubernetes auth role {}, KV {}/{}",
+            names.worker_role, spec.kv.mount, names.kv_path
+        );
+        let credentials = stack.spec.database.credentials.vault.as_ref();
+        if let Some(credentials) = credentials {
+            message.push_str(&format!(
+                ", database role {}/{}",
+                spec.database_mount, credentials.role
+            ));
+        }
+        let refresh = match spec.secret_delivery {
+            SecretDelivery::Operator => {
+                delivery::deliver_kv(&ctx.client, &vault_client, stack, spec, &names).await?;
+                message.push_str("; secrets delivered by the operator");
+                match credentials {
+                    Some(credentials) => Some(
+                        delivery::deliver_database_credentials(
+                            &ctx.client,
+                            &vault_client,
+                            stack,
+                            spec,
+                            credentials,
+                        )
+                        .await?,
+                    ),
+                    None => None,
+                }
+            }
+            SecretDelivery::VaultSecretsOperator => {
+                message.push_str("; secrets delivered by the Vault Secrets Operator");
+                None
+            }
+        };
+        Ok((message, refresh))
+    }
+    .await;
+    if result.is_err() {
+        ctx.vault_logins.forget(stack, spec);
+    }
+    result
+}
+
+async fn reconcile_vault(stack: &GolfTrackerStack, ctx: &Context) -> (Part, Option<Duration>) {
+    let Some(spec) = &stack.spec.vault else {
+        return (
+            (
+                conditions::TRUE,
+                "NotConfigured",
+                "no spec.vault: credentials come from Kubernetes Secrets".into(),
+            ),
+            None,
+        );
+    };
+    match provision_vault(stack, spec, ctx).await {
+        Ok((message, refresh)) => ((conditions::TRUE, "Provisioned", message), refresh),
+        Err(e) => {
+            let reason = match &e {
+                Error::Vault { reason, .. } => reason,
+                _ => "VaultProvisioningFailed",
+            };
+            ((conditions::FALSE, reason, e.to_string()), None)
+        }
     }
 }
 
@@ -165,15 +256,20 @@ async fn analysis_counts(stack: &GolfTrackerStack, ctx: &Context) -> Result<(i32
 }
 
 async fn apply(stack: &GolfTrackerStack, ctx: &Context) -> Result<Action> {
-    let ((storage, endpoint), (database, version)) = tokio::join!(
+    // Vault goes first: it may deliver the database credentials.
+    let ((storage, endpoint), ((vault, refresh), (database, version)), workers) = tokio::join!(
         reconcile_storage(stack, ctx),
-        reconcile_database(stack, ctx)
+        async {
+            let vault = reconcile_vault(stack, ctx).await;
+            (vault, reconcile_database(stack, ctx).await)
+        },
+        worker_access::apply(&ctx.client, stack)
     );
-    let vault = reconcile_vault(stack);
     let old = stack.status.clone().unwrap_or_default();
     let mut status = GolfTrackerStackStatus {
         bucket_endpoint: endpoint.or(old.bucket_endpoint.clone()),
         database_version: version.or(old.database_version.clone()),
+        worker_secret_name: database_secret(stack),
         ..old.clone()
     };
     let generation = stack.meta().generation;
@@ -231,7 +327,9 @@ async fn apply(stack: &GolfTrackerStack, ctx: &Context) -> Result<Action> {
         )
         .await?;
     }
-    Ok(Action::requeue(if all_ready { ctx.resync } else { RETRY }))
+    workers?;
+    let next = if all_ready { ctx.resync } else { RETRY };
+    Ok(Action::requeue(refresh.map_or(next, |r| r.min(next))))
 }
 
 async fn cleanup(stack: &GolfTrackerStack, ctx: &Context) -> Result<Action> {
@@ -275,6 +373,7 @@ pub async fn run(
     namespace: Option<String>,
     concurrency: u16,
     resync: Duration,
+    vault_sa_token: PathBuf,
     metrics: Metrics,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -289,6 +388,8 @@ pub async fn run(
         metrics,
         recorder,
         databases: DatabasePools::default(),
+        vault_sa_token,
+        vault_logins: Default::default(),
     });
     Controller::new(api, watcher::Config::default().any_semantic())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))

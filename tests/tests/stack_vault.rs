@@ -1,0 +1,329 @@
+//! The stack controller's Vault part on a real Vault (dev server), kube-apiserver and
+//! PostgreSQL: the operator logs in with its own ServiceAccount token, provisions the
+//! worker's policy, Kubernetes auth role, KV secret and dynamic database credentials,
+//! delivers them as Secrets, and re-issues them when they are revoked.
+//!
+//! The test plays the Vault administrator: it enables and configures the Kubernetes
+//! auth method and gives the operator its role with `vault-operator-policy.hcl`. No
+//! token reviewer JWT is configured, so Vault reviews each token with the token itself:
+//! the accounts that log in may create TokenReviews (`system:auth-delegator`).
+
+use std::time::Duration;
+
+use golftracker_crds::stack::GolfTrackerStack;
+use golftracker_e2e::{Harness, NAMESPACE, STACK, install_crds, operator_vault_token_path};
+use golftracker_local_cluster::LocalClusterBuilder;
+use golftracker_operator::stack::vault::VaultCall;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use sqlx::postgres::PgConnectOptions;
+use vaultrs::api::auth::kubernetes::requests::{
+    ConfigureKubernetesAuthRequest, CreateKubernetesRoleRequest,
+};
+use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
+
+const OPERATOR_ACCOUNT: &str = "golftracker-operator";
+const WORKER_ACCOUNT: &str = "e2e-worker";
+const WORKER_ROLE: &str = "golftracker-default-e2e-worker";
+const DATABASE_ROLE: &str = "golftracker-e2e";
+const DB_SECRET: &str = "e2e-worker-db";
+const KV_SECRET: &str = "e2e-worker-kv";
+
+async fn create_account(client: &Client, name: &str) {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
+    let account = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+}
+
+async fn token(client: &Client, account: &str) -> String {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    accounts
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest")
+        .status
+        .and_then(|s| s.token)
+        .expect("token in status")
+}
+
+/// What the Vault administrator sets up before the operator can work: the Kubernetes
+/// auth method and the operator's role and policy. Run again after a dev Vault restart.
+async fn configure_vault_as_admin(h: &Harness, root: &VaultClient) {
+    vaultrs::sys::auth::enable(root, "kubernetes", "kubernetes", None)
+        .await
+        .expect("enable kubernetes auth");
+    let kube = h.cluster.kube().unwrap();
+    vaultrs::auth::kubernetes::configure(
+        root,
+        "kubernetes",
+        &kube.server,
+        Some(
+            ConfigureKubernetesAuthRequest::builder()
+                .kubernetes_ca_cert(kube.ca_cert_pem().unwrap())
+                .disable_local_ca_jwt(true),
+        ),
+    )
+    .await
+    .expect("configure kubernetes auth");
+    vaultrs::sys::policy::set(
+        root,
+        OPERATOR_ACCOUNT,
+        include_str!("../../operator/src/stack/vault-operator-policy.hcl"),
+    )
+    .await
+    .expect("operator policy");
+    vaultrs::auth::kubernetes::role::create(
+        root,
+        "kubernetes",
+        OPERATOR_ACCOUNT,
+        Some(
+            CreateKubernetesRoleRequest::builder()
+                .bound_service_account_names(vec![OPERATOR_ACCOUNT.into()])
+                .bound_service_account_namespaces(vec![NAMESPACE.into()])
+                .token_policies(vec![OPERATOR_ACCOUNT.into()]),
+        ),
+    )
+    .await
+    .expect("operator role");
+}
+
+/// The operator's account (with its token where the operator reads it) and TokenReview
+/// rights for it and the worker's account, which the operator creates later.
+async fn create_accounts(h: &Harness) {
+    create_account(&h.client, OPERATOR_ACCOUNT).await;
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "golftracker-vault-login"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+        "subjects": ([OPERATOR_ACCOUNT, WORKER_ACCOUNT].map(|name| serde_json::json!(
+            {"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}))),
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(h.client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    std::fs::write(
+        operator_vault_token_path(&h.cluster),
+        token(&h.client, OPERATOR_ACCOUNT).await,
+    )
+    .unwrap();
+}
+
+/// A harness on servers with Vault; the stack is created but no operator runs yet.
+async fn harness_with_vault() -> (Harness, VaultClient) {
+    golftracker_local_cluster::install_crypto_provider();
+    let cluster = LocalClusterBuilder::none()
+        .with_kube()
+        .with_s3()
+        .with_postgres()
+        .with_vault()
+        .start()
+        .await
+        .unwrap();
+    install_crds(&cluster.kube_client().unwrap()).await.unwrap();
+    let h = Harness::without_operator(cluster, 2).await.unwrap();
+    let root = h.cluster.vault().unwrap().client().unwrap();
+    configure_vault_as_admin(&h, &root).await;
+    create_accounts(&h).await;
+    (h, root)
+}
+
+async fn patch_stack(h: &Harness, spec: serde_json::Value) {
+    Api::<GolfTrackerStack>::namespaced(h.client.clone(), NAMESPACE)
+        .patch(
+            STACK,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": spec })),
+        )
+        .await
+        .unwrap();
+}
+
+async fn secret_values(h: &Harness, name: &str) -> Option<(String, String)> {
+    let secret = Api::<Secret>::namespaced(h.client.clone(), NAMESPACE)
+        .get_opt(name)
+        .await
+        .unwrap()?;
+    let data = secret.data.unwrap_or_default();
+    let value = |k: &str| String::from_utf8(data.get(k)?.0.clone()).ok();
+    Some((value("username")?, value("password")?))
+}
+
+/// Connects to the results database as `username`.
+async fn connect(h: &Harness, username: &str, password: &str) -> Result<sqlx::PgPool, sqlx::Error> {
+    let pg = h.cluster.postgres().unwrap();
+    let options = PgConnectOptions::new_without_pgpass()
+        .host(&pg.host)
+        .port(pg.port)
+        .database(&pg.database)
+        .username(username)
+        .password(password)
+        .ssl_mode(sqlx::postgres::PgSslMode::Disable);
+    sqlx::pool::PoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+}
+
+/// Reads and writes the results schema as these credentials.
+async fn assert_can_use_results_schema(h: &Harness, username: &str, password: &str) {
+    let pool = connect(h, username, password)
+        .await
+        .expect("Vault-issued credentials connect");
+    let uid = format!("probe-{username}");
+    sqlx::query(
+        "INSERT INTO failures (analysis_uid, namespace, name, user_id, code, message) \
+         VALUES ($1, 'default', 'probe', 'u', 'Probe', 'written with Vault credentials')",
+    )
+    .bind(&uid)
+    .execute(&pool)
+    .await
+    .expect("insert into the results schema");
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM failures WHERE analysis_uid = $1")
+        .bind(&uid)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    pool.close().await;
+}
+
+async fn wait_for<T, F: Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
+    for _ in 0..240 {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_wired_stack_serves_the_worker_and_rotates_database_credentials() {
+    let (mut h, root) = harness_with_vault().await;
+    let vault = h.cluster.vault().unwrap().address.clone();
+    patch_stack(
+        &h,
+        serde_json::json!({
+            "database": {"credentials": {"secretRef": null, "vault": {
+                "role": DATABASE_ROLE, "ttl": "1h", "maxTtl": "2h", "adminSecretRef": "golftracker-db"}}},
+            "vault": {"address": vault, "auth": {"mount": "kubernetes", "role": OPERATOR_ACCOUNT},
+                      "secretDelivery": "Operator"},
+        }),
+    )
+    .await;
+    h.start_operator();
+    let stack = golftracker_e2e::wait_stack_ready(&h.client, Duration::from_secs(90))
+        .await
+        .unwrap();
+    let status = stack.status.unwrap();
+    assert_eq!(status.worker_secret_name.as_deref(), Some(DB_SECRET));
+
+    // What the operator provisioned.
+    let policy = vaultrs::sys::policy::read(&root, WORKER_ROLE)
+        .await
+        .unwrap();
+    assert!(
+        policy.rules.contains("secret/data/golftracker/default/e2e"),
+        "{}",
+        policy.rules
+    );
+    let role = vaultrs::auth::kubernetes::role::read(&root, "kubernetes", WORKER_ROLE)
+        .await
+        .unwrap();
+    assert_eq!(role.bound_service_account_names, vec![WORKER_ACCOUNT]);
+    assert_eq!(role.bound_service_account_namespaces, vec![NAMESPACE]);
+
+    // The application's secret, set in Vault, is never overwritten by the operator and
+    // reaches the delivered KV Secret.
+    vaultrs::kv2::set(
+        &root,
+        "secret",
+        "golftracker/default/e2e",
+        &serde_json::json!({"apiKey": "k-123"}),
+    )
+    .await
+    .unwrap();
+    let kv: Api<Secret> = Api::namespaced(h.client.clone(), NAMESPACE);
+    wait_for("the KV value in its Secret", || async {
+        let secret = kv.get_opt(KV_SECRET).await.unwrap()?;
+        (secret.data?.get("apiKey")?.0 == b"k-123").then_some(())
+    })
+    .await;
+
+    // The worker's own account logs in through its role and reads its KV secret and
+    // database credentials, which work on the results schema.
+    let worker_token = token(&h.client, WORKER_ACCOUNT).await;
+    let mut worker = VaultClient::new(
+        VaultClientSettingsBuilder::default()
+            .address(&vault)
+            .token("")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let login = vaultrs::auth::kubernetes::login(&worker, "kubernetes", WORKER_ROLE, &worker_token)
+        .await
+        .expect("the worker's token logs in");
+    worker.set_token(&login.client_token);
+    let value: serde_json::Value = vaultrs::kv2::read(&worker, "secret", "golftracker/default/e2e")
+        .await
+        .expect("the worker reads its KV secret");
+    assert_eq!(value["apiKey"], "k-123");
+    assert!(
+        vaultrs::kv2::read::<serde_json::Value>(&worker, "secret", "golftracker/default/other")
+            .await
+            .is_err(),
+        "the worker's policy covers its own path only"
+    );
+    let issued = vaultrs::database::role::creds(&worker, "database", DATABASE_ROLE)
+        .await
+        .expect("the worker issues its database credentials");
+    assert_can_use_results_schema(&h, &issued.username, &issued.password).await;
+
+    // The operator's delivered credentials work too.
+    let (user, password) = secret_values(&h, DB_SECRET).await.expect("delivered");
+    assert_can_use_results_schema(&h, &user, &password).await;
+
+    // Rotation: every credential of the role revoked → new ones are delivered and work.
+    vaultrs::api::exec_with_empty(
+        &root,
+        VaultCall::<()>::put(
+            format!("sys/leases/revoke-prefix/database/creds/{DATABASE_ROLE}"),
+            serde_json::json!({}),
+        ),
+    )
+    .await
+    .expect("revoke the role's leases");
+    assert!(
+        connect(&h, &user, &password).await.is_err(),
+        "revoked credentials still connect"
+    );
+    let (rotated_user, rotated_password) = wait_for("re-issued credentials", || async {
+        secret_values(&h, DB_SECRET)
+            .await
+            .filter(|(u, _)| *u != user)
+    })
+    .await;
+    assert_can_use_results_schema(&h, &rotated_user, &rotated_password).await;
+
+    // The stack stays Ready (the operator's own pool follows the rotation).
+    golftracker_e2e::wait_stack_ready(&h.client, Duration::from_secs(30))
+        .await
+        .unwrap();
+    h.kill_operator();
+}
