@@ -324,10 +324,20 @@ pub async fn service_account_kubeconfig(
     cluster: &LocalCluster,
     account: &str,
 ) -> anyhow::Result<PathBuf> {
-    let accounts: Api<ServiceAccount> = Api::namespaced(cluster.kube_client()?, NAMESPACE);
+    service_account_kubeconfig_in(cluster, NAMESPACE, account).await
+}
+
+/// [`service_account_kubeconfig`] for an account of another namespace (one a Helm
+/// release installed, say).
+pub async fn service_account_kubeconfig_in(
+    cluster: &LocalCluster,
+    namespace: &str,
+    account: &str,
+) -> anyhow::Result<PathBuf> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(cluster.kube_client()?, namespace);
     if accounts.get_opt(account).await?.is_none() {
         let object: ServiceAccount = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": account, "namespace": NAMESPACE}
+            "metadata": {"name": account, "namespace": namespace}
         }))?;
         accounts.create(&PostParams::default(), &object).await?;
     }
@@ -349,9 +359,11 @@ pub async fn service_account_kubeconfig(
         "apiVersion": "v1", "kind": "Config", "current-context": account,
         "clusters": [{"name": "local", "cluster": {"server": kube.server, "certificate-authority": kube.ca_cert}}],
         "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": account, "context": {"cluster": "local", "user": account, "namespace": NAMESPACE}}],
+        "contexts": [{"name": account, "context": {"cluster": "local", "user": account, "namespace": namespace}}],
     });
-    let path = cluster.work_dir().join(format!("kubeconfig-{account}"));
+    let path = cluster
+        .work_dir()
+        .join(format!("kubeconfig-{namespace}-{account}"));
     std::fs::write(&path, kubeconfig.to_string())?;
     Ok(path)
 }

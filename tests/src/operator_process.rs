@@ -33,12 +33,8 @@ impl OperatorProcess {
         leader_election: bool,
     ) -> anyhow::Result<Self> {
         let metrics_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("open {}", log.display()))?;
-        let child = Command::new(operator_binary()?)
+        let mut command = Command::new(operator_binary()?);
+        command
             .args([
                 "run",
                 "--namespace",
@@ -57,7 +53,24 @@ impl OperatorProcess {
             ])
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", identity)
-            .env("RUST_LOG", "info,kube=warn")
+            .env("RUST_LOG", "info,kube=warn");
+        Self::start(command, log, identity, metrics_addr)
+    }
+
+    /// Starts `command`, an operator command line of the caller's (say, a Deployment's
+    /// arguments and environment) that serves on `metrics_addr`; its log is appended to `log`.
+    pub fn start(
+        mut command: Command,
+        log: &Path,
+        identity: &str,
+        metrics_addr: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("open {}", log.display()))?;
+        let child = command
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
@@ -76,24 +89,28 @@ impl OperatorProcess {
         let _ = self.child.wait();
     }
 
-    /// The Prometheus text of its `/metrics`.
-    pub async fn metrics(&self) -> anyhow::Result<String> {
+    /// Status code and body of a GET on its metrics port (`/metrics`, `/healthz`, `/readyz`).
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
         let mut stream = tokio::net::TcpStream::connect(self.metrics_addr).await?;
         stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: operator\r\n\r\n")
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: operator\r\n\r\n").as_bytes())
             .await?;
         let mut response = String::new();
         stream.read_to_string(&mut response).await?;
-        match response.split_once("\r\n\r\n") {
-            Some((head, body))
-                if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") =>
-            {
-                Ok(body.to_string())
-            }
-            _ => bail!(
-                "/metrics answered: {}",
-                response.lines().next().unwrap_or("")
-            ),
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .with_context(|| format!("{path} answered: {head}"))?;
+        Ok((code, body.to_string()))
+    }
+
+    /// The Prometheus text of its `/metrics`.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        match self.get("/metrics").await? {
+            (200, body) => Ok(body),
+            (code, _) => bail!("/metrics answered {code}"),
         }
     }
 
@@ -124,7 +141,8 @@ pub async fn lease_holder(client: &Client) -> anyhow::Result<Option<String>> {
     Ok(lease.and_then(|l| l.spec).and_then(|s| s.holder_identity))
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
         .port())
