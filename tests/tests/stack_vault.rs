@@ -14,10 +14,12 @@ use golftracker_crds::stack::GolfTrackerStack;
 use golftracker_e2e::{Harness, NAMESPACE, STACK, install_crds, operator_vault_token_path};
 use golftracker_local_cluster::LocalClusterBuilder;
 use golftracker_operator::stack::vault::VaultCall;
+use golftracker_operator::stack::vso;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-use kube::api::{Patch, PatchParams, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use sqlx::postgres::PgConnectOptions;
 use vaultrs::api::auth::kubernetes::requests::{
@@ -213,7 +215,7 @@ async fn wait_for<T, F: Future<Output = Option<T>>>(what: &str, mut check: impl 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vault_wired_stack_serves_the_worker_and_rotates_database_credentials() {
+async fn vault_wired_stack_serves_the_worker_rotates_credentials_and_emits_vso_objects() {
     let (mut h, root) = harness_with_vault().await;
     let vault = h.cluster.vault().unwrap().address.clone();
     patch_stack(
@@ -325,5 +327,63 @@ async fn vault_wired_stack_serves_the_worker_and_rotates_database_credentials() 
     golftracker_e2e::wait_stack_ready(&h.client, Duration::from_secs(30))
         .await
         .unwrap();
+
+    // Delivery by the Vault Secrets Operator: the operator emits VSO's objects, owned
+    // by the stack (VSO itself does not run here; its CRDs are installed, schema-less).
+    install_vso_crds(&h.client).await;
+    patch_stack(
+        &h,
+        serde_json::json!({"vault": {"secretDelivery": "VaultSecretsOperator"}}),
+    )
+    .await;
+    for (kind, name) in [
+        ("VaultConnection", "e2e-worker"),
+        ("VaultAuth", "e2e-worker"),
+        ("VaultStaticSecret", KV_SECRET),
+        ("VaultDynamicSecret", DB_SECRET),
+    ] {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(h.client.clone(), NAMESPACE, &vso::api_resource(kind));
+        let object = wait_for(kind, || async { api.get_opt(name).await.ok().flatten() }).await;
+        assert_eq!(
+            object.metadata.owner_references.unwrap()[0].name,
+            STACK,
+            "{kind}"
+        );
+    }
     h.kill_operator();
+}
+
+/// VSO's four CRDs, accepting any spec: enough for the API server to store the objects.
+async fn install_vso_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for kind in [
+        "VaultConnection",
+        "VaultAuth",
+        "VaultStaticSecret",
+        "VaultDynamicSecret",
+    ] {
+        let resource = vso::api_resource(kind);
+        let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("{}.{}", resource.plural, resource.group)},
+            "spec": {
+                "group": resource.group,
+                "names": {"kind": kind, "plural": resource.plural},
+                "scope": "Namespaced",
+                "versions": [{"name": resource.version, "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
+            }
+        }))
+        .unwrap();
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        NAMESPACE,
+        &vso::api_resource("VaultDynamicSecret"),
+    );
+    wait_for("VSO CRDs served", || async {
+        api.list(&Default::default()).await.ok()
+    })
+    .await;
 }

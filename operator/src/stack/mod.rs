@@ -6,6 +6,7 @@
 pub mod delivery;
 pub mod storage;
 pub mod vault;
+pub mod vso;
 pub mod worker_access;
 
 use std::path::PathBuf;
@@ -180,6 +181,7 @@ async fn provision_vault(
                 }
             }
             SecretDelivery::VaultSecretsOperator => {
+                vso::apply(&ctx.client, stack, spec).await?;
                 message.push_str("; secrets delivered by the Vault Secrets Operator");
                 None
             }
