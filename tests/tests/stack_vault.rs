@@ -387,3 +387,70 @@ async fn install_vso_crds(client: &Client) {
     })
     .await;
 }
+
+async fn condition(h: &Harness, type_: &str) -> Option<(String, String)> {
+    let stack = Api::<GolfTrackerStack>::namespaced(h.client.clone(), NAMESPACE)
+        .get(STACK)
+        .await
+        .unwrap();
+    let conditions = stack.status?.conditions;
+    let found = conditions.iter().find(|c| c.type_ == type_)?;
+    Some((found.status.clone(), found.reason.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_outage_marks_only_vault_not_ready_and_a_restarted_vault_is_provisioned_again() {
+    let (mut h, root) = harness_with_vault().await;
+    // Bootstrap login with a token from a Secret; database credentials from a Secret,
+    // so the database does not depend on Vault.
+    let bootstrap: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "vault-bootstrap"},
+        "stringData": {"token": h.cluster.vault().unwrap().root_token},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(h.client.clone(), NAMESPACE)
+        .create(&PostParams::default(), &bootstrap)
+        .await
+        .unwrap();
+    let vault = h.cluster.vault().unwrap().address.clone();
+    patch_stack(
+        &h,
+        serde_json::json!({"vault": {"address": vault,
+            "auth": {"tokenSecretRef": {"name": "vault-bootstrap", "key": "token"}}}}),
+    )
+    .await;
+    h.start_operator();
+    golftracker_e2e::wait_stack_ready(&h.client, Duration::from_secs(90))
+        .await
+        .unwrap();
+
+    h.cluster.stop_server("vault").unwrap();
+    let reason = wait_for("VaultReady False", || async {
+        condition(&h, "VaultReady")
+            .await
+            .filter(|(status, _)| status == "False")
+            .map(|(_, reason)| reason)
+    })
+    .await;
+    assert_eq!(reason, "VaultUnreachable");
+    for part in ["StorageReady", "DatabaseReady"] {
+        let (status, reason) = condition(&h, part).await.unwrap();
+        assert_eq!(status, "True", "{part} {reason} while Vault is down");
+    }
+    assert_eq!(condition(&h, "Ready").await.unwrap().0, "False");
+
+    // A dev Vault comes back empty: once its administrator has set up the Kubernetes
+    // auth method again, the operator provisions the stack's policy and role again.
+    h.cluster.restart_server("vault").await.unwrap();
+    configure_vault_as_admin(&h, &root).await;
+    golftracker_e2e::wait_stack_ready(&h.client, Duration::from_secs(60))
+        .await
+        .unwrap();
+    vaultrs::sys::policy::read(&root, WORKER_ROLE)
+        .await
+        .expect("the worker policy is back");
+    vaultrs::auth::kubernetes::role::read(&root, "kubernetes", WORKER_ROLE)
+        .await
+        .expect("the worker role is back");
+    h.kill_operator();
+}
