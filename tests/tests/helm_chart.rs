@@ -174,6 +174,22 @@ const OPERATOR_RULES: &[(&str, &str, &[&str])] = &[
         &["create", "patch"],
     ),
     ("networking.k8s.io", "networkpolicies", &["create", "patch"]),
+    (
+        "secrets.hashicorp.com",
+        "vaultconnections",
+        &["create", "patch"],
+    ),
+    ("secrets.hashicorp.com", "vaultauths", &["create", "patch"]),
+    (
+        "secrets.hashicorp.com",
+        "vaultstaticsecrets",
+        &["create", "patch"],
+    ),
+    (
+        "secrets.hashicorp.com",
+        "vaultdynamicsecrets",
+        &["create", "patch"],
+    ),
     ("events.k8s.io", "events", &["create", "patch"]),
 ];
 
