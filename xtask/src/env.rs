@@ -52,7 +52,7 @@ fn parse_image(mapping: &str) -> Result<(String, PathBuf), String> {
 }
 
 pub fn run(command: EnvCommand) -> anyhow::Result<()> {
-    let env_dir = target_dir().join("golftracker-env");
+    let env_dir = env_dir();
     let runtime = tokio::runtime::Runtime::new()?;
     match command {
         EnvCommand::Up { images } => runtime.block_on(up(&env_dir, images)),
@@ -66,13 +66,18 @@ pub fn run(command: EnvCommand) -> anyhow::Result<()> {
     }
 }
 
-fn target_dir() -> PathBuf {
+/// Where `env up` keeps its state, logs and data.
+pub fn env_dir() -> PathBuf {
+    target_dir().join("golftracker-env")
+}
+
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
@@ -83,7 +88,7 @@ fn state_file(env_dir: &Path) -> PathBuf {
     env_dir.join("state.json")
 }
 
-fn read_state(env_dir: &Path) -> anyhow::Result<Option<DetachedCluster>> {
+pub fn read_state(env_dir: &Path) -> anyhow::Result<Option<DetachedCluster>> {
     let path = state_file(env_dir);
     match std::fs::read(&path) {
         Ok(bytes) => Ok(Some(
@@ -137,10 +142,7 @@ async fn up(env_dir: &Path, images: Vec<(String, PathBuf)>) -> anyhow::Result<()
             return Err(error);
         }
     }
-    write_private(
-        &state_file(env_dir),
-        &serde_json::to_string_pretty(&cluster)?,
-    )?;
+    write_state(env_dir, &cluster)?;
     let env_file = env_dir.join("env.sh");
     write_private(&env_file, &env_script(&cluster))?;
     println!("started in {:.1}s", started.elapsed().as_secs_f64());
@@ -152,6 +154,50 @@ async fn up(env_dir: &Path, images: Vec<(String, PathBuf)>) -> anyhow::Result<()
     Ok(())
 }
 
+pub fn write_state(env_dir: &Path, cluster: &DetachedCluster) -> anyhow::Result<()> {
+    write_private(
+        &state_file(env_dir),
+        &serde_json::to_string_pretty(cluster)?,
+    )
+}
+
+/// The running environment, started first when nothing (or only part of it) runs.
+pub async fn ensure_up(env_dir: &Path) -> anyhow::Result<DetachedCluster> {
+    if let Some(state) = read_state(env_dir)? {
+        if state.servers.iter().all(|server| group_alive(server.pid)) {
+            return Ok(state);
+        }
+        println!("part of the local control plane stopped: restarting all of it");
+        down(env_dir)?;
+    }
+    up(env_dir, Vec::new()).await?;
+    read_state(env_dir)?.context("`env up` wrote no state")
+}
+
+/// Starts `command` in a process group of its own that outlives xtask, stdout and
+/// stderr to `log`; stopped with SIGTERM by `env down`.
+pub fn spawn_detached(
+    name: &str,
+    command: &mut Command,
+    log: &Path,
+) -> anyhow::Result<ServerRecord> {
+    let log_file =
+        std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("start the {name}"))?;
+    Ok(ServerRecord {
+        name: name.to_owned(),
+        pid: child.id() as i32,
+        log: log.to_owned(),
+        stop_signal: "SIGTERM".to_owned(),
+    })
+}
+
 /// Starts `cargo xtask env job-runner` as a detached process of its own.
 fn start_job_runner(
     env_dir: &Path,
@@ -159,8 +205,6 @@ fn start_job_runner(
     images: &[(String, PathBuf)],
 ) -> anyhow::Result<ServerRecord> {
     let work_dir = env_dir.join("cluster");
-    let log = work_dir.join("job-runner.log");
-    let log_file = std::fs::File::create(&log)?;
     let mut command = Command::new(std::env::current_exe()?);
     command
         .args(["env", "job-runner", "--kubeconfig"])
@@ -170,19 +214,7 @@ fn start_job_runner(
     for (image, path) in images {
         command.arg(format!("--image={image}={}", path.display()));
     }
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .process_group(0)
-        .spawn()
-        .context("start the job runner")?;
-    Ok(ServerRecord {
-        name: "job-runner".to_owned(),
-        pid: child.id() as i32,
-        log,
-        stop_signal: "SIGTERM".to_owned(),
-    })
+    spawn_detached("job-runner", &mut command, &work_dir.join("job-runner.log"))
 }
 
 async fn job_runner(

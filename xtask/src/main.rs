@@ -1,6 +1,7 @@
 //! Developer tasks, run as `cargo xtask <task>` (alias in .cargo/config.toml).
 
 mod crds;
+mod demo;
 mod env;
 mod models;
 mod system;
@@ -34,6 +35,9 @@ enum Task {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// The whole system on this machine: local control plane, operator, quickstart
+    /// stack, and a sample swing analysed with the `golftracker` CLI.
+    Demo,
     /// Everything CI runs: installs what is missing, then format, lints and all tests.
     Test,
 }
@@ -42,6 +46,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Crds { check } => crds::run(check),
         Task::Env { command } => env::run(command),
+        Task::Demo => demo::run(),
         Task::Test => test::run(),
         Task::Models { dir } => models::run(&dir.map_or_else(models::default_dir, Ok)?),
     }

@@ -74,6 +74,11 @@ pub fn default_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".cache/golftracker/models"))
 }
 
+/// The converted weights `run` prepares under `root`, what a stack's `worker.model.uri` names.
+pub fn weights_path(root: &Path) -> PathBuf {
+    root.join(MODEL_SET).join(WEIGHTS_FILE)
+}
+
 /// Prepares `<root>/MODEL_SET/` unless it is already complete.
 pub fn run(root: &Path) -> anyhow::Result<()> {
     let dir = root.join(MODEL_SET);

@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-fn run_step(name: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
-    println!("[test] {name}: {program} {}", args.join(" "));
+/// Runs one step of `task` in the workspace root, saying what runs and how long it took.
+pub fn run_step(task: &str, name: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
+    println!("[{task}] {name}: {program} {}", args.join(" "));
     let started = Instant::now();
     let status = Command::new(program)
         .args(args)
@@ -17,7 +18,7 @@ fn run_step(name: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
         .status()
         .with_context(|| format!("starting {program}"))?;
     println!(
-        "[test] {name}: {status} after {:.0}s",
+        "[{task}] {name}: {status} after {:.0}s",
         started.elapsed().as_secs_f64()
     );
     if !status.success() {
@@ -32,15 +33,27 @@ fn workspace_root() -> &'static Path {
 
 pub fn run() -> anyhow::Result<()> {
     crate::system::ensure_packages()?;
-    run_step("servers", "bash", &["local-cluster/build-servers.sh"])?;
-    crate::models::run(&crate::models::default_dir()?)?;
-    run_step("format", "cargo", &["fmt", "--all", "--", "--check"])?;
     run_step(
+        "test",
+        "servers",
+        "bash",
+        &["local-cluster/build-servers.sh"],
+    )?;
+    crate::models::run(&crate::models::default_dir()?)?;
+    run_step(
+        "test",
+        "format",
+        "cargo",
+        &["fmt", "--all", "--", "--check"],
+    )?;
+    run_step(
+        "test",
         "crds",
         "cargo",
         &["run", "--quiet", "-p", "xtask", "--", "crds", "--check"],
     )?;
     run_step(
+        "test",
         "lints",
         "cargo",
         &[
@@ -52,5 +65,5 @@ pub fn run() -> anyhow::Result<()> {
             "warnings",
         ],
     )?;
-    run_step("tests", "cargo", &["test", "--workspace"])
+    run_step("test", "tests", "cargo", &["test", "--workspace"])
 }
