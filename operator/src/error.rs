@@ -14,7 +14,8 @@ pub enum Error {
         target: String,
         message: String,
     },
-    /// `reason` is the VaultReady condition reason: `VaultUnreachable` or `VaultRefused`.
+    /// `reason` is the VaultReady condition reason (`VaultUnreachable`, `VaultRefused`,
+    /// `VaultMisconfigured`, `VaultLoginFailed`).
     #[error("Vault {operation}: {message}")]
     Vault {
         operation: &'static str,

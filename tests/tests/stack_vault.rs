@@ -10,8 +10,12 @@
 
 use std::time::Duration;
 
+use golftracker_crds::analysis::Phase;
 use golftracker_crds::stack::GolfTrackerStack;
-use golftracker_e2e::{Harness, NAMESPACE, STACK, install_crds, operator_vault_token_path};
+use golftracker_e2e::{
+    Harness, NAMESPACE, STACK, install_crds, operator_vault_token_path, phase, synthetic_clip,
+    temp_dir,
+};
 use golftracker_local_cluster::LocalClusterBuilder;
 use golftracker_operator::stack::vault::VaultCall;
 use golftracker_operator::stack::vso;
@@ -323,10 +327,31 @@ async fn vault_wired_stack_serves_the_worker_rotates_credentials_and_emits_vso_o
     .await;
     assert_can_use_results_schema(&h, &rotated_user, &rotated_password).await;
 
-    // The stack stays Ready (the operator's own pool follows the rotation).
+    // The stack stays Ready (the operator's own pool follows the rotation), and the
+    // next analysis Job runs with the rotated credentials and records its result.
     golftracker_e2e::wait_stack_ready(&h.client, Duration::from_secs(30))
         .await
         .unwrap();
+    let clip = synthetic_clip(&temp_dir("stack-vault"), 5).unwrap();
+    h.submit("after-rotation", &clip, 0, "Retain")
+        .await
+        .unwrap();
+    let finished = h
+        .wait_finished(&["after-rotation".to_string()], Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        phase(&finished[0]),
+        Phase::Succeeded,
+        "{:?}",
+        finished[0].status
+    );
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM analyses WHERE name = 'after-rotation'")
+            .fetch_one(&h.db)
+            .await
+            .unwrap();
+    assert_eq!(recorded, 1);
 
     // Delivery by the Vault Secrets Operator: the operator emits VSO's objects, owned
     // by the stack (VSO itself does not run here; its CRDs are installed, schema-less).

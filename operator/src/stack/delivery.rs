@@ -82,14 +82,15 @@ pub fn time_to_reissue(ttl: u64, duration: u64) -> Option<Duration> {
     (ttl > reserve).then(|| Duration::from_secs(ttl - reserve))
 }
 
-/// Keeps the delivered database credentials live; returns when to look again.
+/// Keeps the delivered database credentials live; returns when to look again (`None`:
+/// the lease does not expire, the resync interval is enough).
 pub async fn deliver_database_credentials(
     client: &Client,
     vault_client: &VaultClient,
     stack: &GolfTrackerStack,
     vault: &VaultSpec,
     credentials: &VaultDatabaseCredentials,
-) -> Result<Duration> {
+) -> Result<Option<Duration>> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &stack.namespace().unwrap_or_default());
     if let Some(existing) = api.get_opt(&vault_database_secret(stack)).await? {
         let annotations = existing.annotations();
@@ -101,12 +102,15 @@ pub async fn deliver_database_credentials(
             && let Some(ttl) = vault::lease_ttl(vault_client, lease).await?
             && let Some(current) = time_to_reissue(ttl, duration)
         {
-            return Ok(current);
+            return Ok(Some(current));
         }
     }
     let issued = vault::issue_database_credentials(vault_client, vault, &credentials.role).await?;
     apply_owned(client, &database_secret(stack, &issued)?).await?;
-    Ok(time_to_reissue(issued.lease_duration, issued.lease_duration).unwrap_or(Duration::ZERO))
+    Ok(time_to_reissue(
+        issued.lease_duration,
+        issued.lease_duration,
+    ))
 }
 
 /// Copies the stack's KV secret into its Kubernetes Secret.

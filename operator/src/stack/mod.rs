@@ -167,7 +167,7 @@ async fn provision_vault(
                 delivery::deliver_kv(&ctx.client, &vault_client, stack, spec, &names).await?;
                 message.push_str("; secrets delivered by the operator");
                 match credentials {
-                    Some(credentials) => Some(
+                    Some(credentials) => {
                         delivery::deliver_database_credentials(
                             &ctx.client,
                             &vault_client,
@@ -175,8 +175,8 @@ async fn provision_vault(
                             spec,
                             credentials,
                         )
-                        .await?,
-                    ),
+                        .await?
+                    }
                     None => None,
                 }
             }
