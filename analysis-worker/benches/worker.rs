@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use golftracker_results_db::SwingEvent;
 use golftracker_worker::golfer::synthetic_track;
+use golftracker_worker::pose;
 use golftracker_worker::swing::{analyze, correct_events};
 
 fn pce_benchmark(runs: u64) {
@@ -70,11 +71,7 @@ fn measure(command: &mut Command) -> (f64, bool, f64) {
 fn model_path() -> Option<PathBuf> {
     let path = std::env::var_os("GOLFTRACKER_BENCH_MODEL")
         .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| {
-                PathBuf::from(h).join(".cache/golftracker/models/blazepose-0.5.1675469404-v1/blazepose_full.safetensors")
-            })
-        })?;
+        .or_else(pose::default_weights)?;
     path.exists().then_some(path)
 }
 

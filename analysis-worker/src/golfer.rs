@@ -306,7 +306,7 @@ impl Skeleton {
 
 /// A noisy keypoint track (as a pose model would report it) of random swing
 /// `seed`, with its true events: 30 or 60 fps, keypoint jitter, confidences
-/// below 1 and a few frames where the person is missed.
+/// below 1, a few misplaced wrists and a few frames where the person is missed.
 pub fn synthetic_track(seed: u64) -> (Vec<PoseSample>, SwingEvents, SwingParams) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let fps = if rng.random_bool(0.5) { 30.0 } else { 60.0 };
@@ -322,6 +322,19 @@ pub fn synthetic_track(seed: u64) -> (Vec<PoseSample>, SwingEvents, SwingParams)
                 k.x += gaussian(&mut rng) * jitter;
                 k.y += gaussian(&mut rng) * jitter;
                 k.confidence = rng.random_range(0.7..1.0);
+            }
+            // Now and then a wrist the model cannot see, misplaced with a low confidence.
+            if rng.random_bool(0.05) {
+                let wrist = if rng.random_bool(0.5) {
+                    Joint::LeftWrist
+                } else {
+                    Joint::RightWrist
+                };
+                let k = &mut pose.keypoints[wrist as usize];
+                let reach = (ARM_M * params.scale_px) as f32;
+                k.x += rng.random_range(-0.5..0.5) * reach;
+                k.y += rng.random_range(-0.5..0.5) * reach;
+                k.confidence = rng.random_range(0.05..0.3);
             }
             let pose = (!rng.random_bool(0.03)).then_some(pose);
             PoseSample {

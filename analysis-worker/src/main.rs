@@ -54,16 +54,6 @@ enum Command {
     },
 }
 
-/// Where `cargo xtask models` puts the default pose model.
-fn default_model_path() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    Some(
-        PathBuf::from(home).join(
-            ".cache/golftracker/models/blazepose-0.5.1675469404-v1/blazepose_full.safetensors",
-        ),
-    )
-}
-
 /// The pose model behind `--model` / the job's model URI.
 fn load_model(path: &Path) -> Result<Box<dyn pose::PoseEstimator>, Error> {
     Ok(pose::load_estimator(path)?)
@@ -84,7 +74,7 @@ fn analyze_file(
     };
     let load = || {
         let model = model
-            .or_else(default_model_path)
+            .or_else(pose::default_weights)
             .ok_or_else(|| Error::Config("no pose model: pass --model".into()))?;
         load_model(&model)
     };

@@ -11,6 +11,9 @@ use crate::pose::Region;
 
 /// Frames are differenced in batches of this many (one tensor op per batch).
 const BATCH: usize = 16;
+/// Side (pixels of the small frames) of the cells whose motion is compared
+/// with their own usual level.
+const CELL: usize = 8;
 
 /// Accumulates motion over a stream of equally sized small frames.
 pub struct MotionPass {
@@ -22,6 +25,7 @@ pub struct MotionPass {
     previous: Option<Tensor>,
     times: Vec<f64>,
     energy: Vec<f32>,
+    cell_energy: Vec<f32>,
     /// Per batch: index of its first frame and the summed |difference| map.
     batch_maps: Vec<(usize, Vec<f32>)>,
 }
@@ -32,6 +36,8 @@ pub struct MotionSummary {
     pub times: Vec<f64>,
     /// Mean absolute grey-level change from the previous frame (0..255).
     pub energy: Vec<f32>,
+    /// Mean absolute change per cell of [`CELL`]² pixels, frame after frame.
+    cell_energy: Vec<f32>,
     width: usize,
     height: usize,
     batch_maps: Vec<(usize, Vec<f32>)>,
@@ -48,6 +54,7 @@ impl MotionPass {
             previous: None,
             times: Vec::new(),
             energy: Vec::new(),
+            cell_energy: Vec::new(),
             batch_maps: Vec::new(),
         }
     }
@@ -83,6 +90,20 @@ impl MotionPass {
         let sequence = Tensor::cat(&[&first, &grey], 0)?;
         let diff = (sequence.narrow(0, 1, n)? - sequence.narrow(0, 0, n)?)?.abs()?;
         self.energy.extend(diff.mean((1, 2))?.to_vec1::<f32>()?);
+        let (cells_x, cells_y) = (w.div_ceil(CELL), h.div_ceil(CELL));
+        for frame in diff.to_vec3::<f32>()? {
+            let mut cells = vec![0f32; cells_x * cells_y];
+            let mut counts = vec![0f32; cells_x * cells_y];
+            for (y, row) in frame.iter().enumerate() {
+                for (x, d) in row.iter().enumerate() {
+                    let c = (y / CELL) * cells_x + x / CELL;
+                    cells[c] += d;
+                    counts[c] += 1.0;
+                }
+            }
+            self.cell_energy
+                .extend(cells.iter().zip(&counts).map(|(s, n)| s / n));
+        }
         let map = diff.sum(0)?.flatten_all()?.to_vec1::<f32>()?;
         self.batch_maps.push((self.times.len(), map));
         self.times.append(&mut self.pending_times);
@@ -95,6 +116,7 @@ impl MotionPass {
         Ok(MotionSummary {
             times: self.times,
             energy: self.energy,
+            cell_energy: self.cell_energy,
             width: self.width,
             height: self.height,
             batch_maps: self.batch_maps,
@@ -110,14 +132,42 @@ const MAX_BEFORE_PEAK_S: f64 = 5.0;
 const MAX_AFTER_PEAK_S: f64 = 3.0;
 
 impl MotionSummary {
-    /// The time span of the swing: the largest burst of motion above the
-    /// background (noise, camera shake), padded with still frames.
+    /// Motion of each frame beyond what each part of the picture usually
+    /// shows: camera shake and noise move the background's edges all clip
+    /// long, a swing moves its part of the picture for a second.
+    fn unusual_motion(&self) -> Vec<f32> {
+        let n = self.energy.len();
+        let cells = self.cell_energy.len() / n.max(1);
+        let usual: Vec<f32> = (0..cells)
+            .map(|c| {
+                let mut values: Vec<f32> =
+                    (0..n).map(|t| self.cell_energy[t * cells + c]).collect();
+                values.sort_by(f32::total_cmp);
+                values[n / 2]
+            })
+            .collect();
+        (0..n)
+            .map(|t| {
+                let frame = &self.cell_energy[t * cells..(t + 1) * cells];
+                frame
+                    .iter()
+                    .zip(&usual)
+                    .map(|(e, u)| (e - u).max(0.0))
+                    .sum::<f32>()
+                    / cells as f32
+            })
+            .collect()
+    }
+
+    /// The time span of the swing: the largest burst of unusual motion above
+    /// the background (noise, camera shake), padded with still frames.
     pub fn swing_window(&self) -> Option<(f64, f64)> {
         let n = self.energy.len();
         if n < 3 {
             return None;
         }
-        let mut sorted: Vec<f32> = self.energy.clone();
+        let energy = self.unusual_motion();
+        let mut sorted: Vec<f32> = energy.clone();
         sorted.sort_by(f32::total_cmp);
         // The swing may fill half the clip, so the background (noise, shake)
         // is a low quantile, and its spread the distance to the median.
@@ -130,7 +180,7 @@ impl MotionSummary {
         let smooth: Vec<f32> = (0..n)
             .map(|i| {
                 let (a, b) = (i.saturating_sub(half), (i + half + 1).min(n));
-                self.energy[a..b]
+                energy[a..b]
                     .iter()
                     .map(|e| (e - background).max(0.0))
                     .sum::<f32>()
@@ -174,6 +224,11 @@ impl MotionSummary {
 
     /// Where the motion of the window was, as a region in a `width`×`height`
     /// frame, widened so that the still parts of the body fit too.
+    ///
+    /// The region holds the central 90 % of the motion mass on each axis
+    /// rather than every pixel above a threshold: camera shake moves every
+    /// strong edge of the background (horizon, trees) a little, and a bounding
+    /// box of those would be the whole frame, too large for the detector.
     pub fn region(&self, window: (f64, f64), width: u32, height: u32) -> Option<Region> {
         let (w, h) = (self.width, self.height);
         let mut map = vec![0f32; w * h];
@@ -183,18 +238,19 @@ impl MotionSummary {
                 map.iter_mut().zip(batch).for_each(|(m, b)| *m += b);
             }
         }
-        let max = map.iter().copied().fold(0.0, f32::max);
-        if max <= 0.0 {
-            return None;
+        // The background level (sensor and encoder noise) is no motion.
+        let mut sorted = map.clone();
+        sorted.sort_by(f32::total_cmp);
+        let background = sorted[sorted.len() / 2];
+        let mut columns = vec![0f64; w];
+        let mut rows = vec![0f64; h];
+        for (i, m) in map.iter().enumerate() {
+            let excess = f64::from((m - background).max(0.0));
+            columns[i % w] += excess;
+            rows[i / w] += excess;
         }
-        let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
-        for y in 0..h {
-            for x in 0..w {
-                if map[y * w + x] >= 0.2 * max {
-                    (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
-                }
-            }
-        }
+        let (x0, x1) = central_span(&columns, MOTION_MASS)?;
+        let (y0, y1) = central_span(&rows, MOTION_MASS)?;
         let (sx, sy) = (f64::from(width) / w as f64, f64::from(height) / h as f64);
         let (bw, bh) = ((x1 + 1 - x0) as f64 * sx, (y1 + 1 - y0) as f64 * sy);
         let left = (x0 as f64 * sx - 0.25 * bw).max(0.0);
@@ -208,6 +264,31 @@ impl MotionSummary {
             height: (bottom - top) as f32,
         })
     }
+}
+
+/// Share of the motion mass the golfer's region holds on each axis.
+const MOTION_MASS: f64 = 0.9;
+
+/// The first and last index of the central `share` of `mass`; `None` without mass.
+fn central_span(mass: &[f64], share: f64) -> Option<(usize, usize)> {
+    let total: f64 = mass.iter().sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let tail = total * (1.0 - share) / 2.0;
+    let mut seen = 0.0;
+    let mut first = None;
+    let mut last = 0;
+    for (i, m) in mass.iter().enumerate() {
+        seen += m;
+        if first.is_none() && seen > tail {
+            first = Some(i);
+        }
+        if seen - m < total - tail {
+            last = i;
+        }
+    }
+    first.map(|first| (first, last.max(first)))
 }
 
 #[cfg(test)]
@@ -262,6 +343,41 @@ mod tests {
             region.y < 20.0 && region.y + region.height > 40.0,
             "{region:?}"
         );
+    }
+
+    #[test]
+    fn the_region_ignores_shaking_background_edges() {
+        let (w, h) = (80, 40);
+        let mut pass = MotionPass::new(w, h);
+        for i in 0..150usize {
+            let x = match i {
+                0..60 => 20,
+                60..90 => 20 + (i as u32 - 60),
+                _ => 50,
+            };
+            let mut f = frame(i, w, h, Some(x));
+            // A horizon across the whole frame, its edge flickering with camera shake.
+            let shade = if i % 2 == 0 { 45 } else { 50 };
+            for px in 0..w {
+                let k = 3 * (30 * w + px) as usize;
+                f.rgb[k..k + 3].copy_from_slice(&[shade; 3]);
+            }
+            pass.push(&f).unwrap();
+        }
+        let summary = pass.finish().unwrap();
+        let window = summary.swing_window().expect("a burst of motion");
+        let region = summary.region(window, w, h).unwrap();
+        assert!(
+            region.x > 5.0 && region.x + region.width < 75.0,
+            "the region follows the square, not the horizon: {region:?}"
+        );
+    }
+
+    #[test]
+    fn central_span_drops_the_thin_tails() {
+        let mass = [1.0, 0.0, 10.0, 30.0, 40.0, 10.0, 0.0, 1.0];
+        assert_eq!(central_span(&mass, 0.9), Some((2, 5)));
+        assert_eq!(central_span(&[0.0; 4], 0.9), None);
     }
 
     #[test]

@@ -87,6 +87,9 @@ const FOLLOW_THROUGH_RISE: f64 = 0.5; // 1 - cos 60°
 /// address and finish (chosen on synthetic seeds 0–199; the benchmark uses others).
 const ADDRESS_FIT: (f64, f64) = (0.02, 0.3);
 const FINISH_FIT: (f64, f64) = (0.02, 0.6);
+/// Rise of the hands (arm lengths) above their lowest point after the
+/// downswing that ends the search for impact.
+const IMPACT_RISE: f64 = 0.5;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct P2 {
@@ -181,8 +184,20 @@ impl Track {
         self.at(i, a).mid(self.at(i, b))
     }
 
+    /// Both wrists, weighted by their confidence: the model places a wrist it
+    /// cannot see (hidden behind the body, blurred) far off, with a low confidence.
     fn hands(&self, i: usize) -> P2 {
-        self.mid(i, Joint::LeftWrist, Joint::RightWrist)
+        let (l, r) = (Joint::LeftWrist as usize, Joint::RightWrist as usize);
+        let (cl, cr) = (self.confidence[i][l], self.confidence[i][r]);
+        if cl + cr <= 0.0 {
+            return self.mid(i, Joint::LeftWrist, Joint::RightWrist);
+        }
+        let k = f64::from(cl / (cl + cr));
+        let (a, b) = (self.joints[i][l], self.joints[i][r]);
+        P2 {
+            x: b.x + (a.x - b.x) * k,
+            y: b.y + (a.y - b.y) * k,
+        }
     }
 
     fn shoulders(&self, i: usize) -> P2 {
@@ -412,10 +427,16 @@ fn find_events(track: &Track, view: CameraView) -> Result<[f64; 8], SwingError> 
         SwingError::NoSwing("the hands do not come down after the top"),
     )?;
 
-    // Impact: the first minimum of the distance to the address position after mid-downswing.
+    // Impact: the first minimum of the distance to the address position after
+    // mid-downswing, the hands going clearly away again (by IMPACT_RISE) ending
+    // it, so that one misplaced wrist on the way down does not.
     let from = mid_downswing.ceil() as usize;
+    let mut lowest = f64::INFINITY;
     let impact_i = (from..n)
-        .take_while(|&i| i == from || from_rest[i] <= from_rest[i - 1] || from_rest[i] < 0.3)
+        .take_while(|&i| {
+            lowest = lowest.min(from_rest[i]);
+            from_rest[i] <= lowest + IMPACT_RISE
+        })
         .min_by(|&x, &y| from_rest[x].total_cmp(&from_rest[y]))
         .filter(|&i| from_rest[i] < 0.3)
         .ok_or(SwingError::NoSwing("the hands do not return to the ball"))?;

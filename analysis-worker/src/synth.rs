@@ -72,6 +72,18 @@ fn random_colour(rng: &mut impl Rng, lo: u8, hi: u8) -> Color {
     )
 }
 
+/// Least RGB distance (0..=441) of the clothes from the background colours.
+const MIN_CLOTHES_CONTRAST: f32 = 90.0;
+
+/// Euclidean distance of two colours in 8-bit RGB units.
+fn colour_distance(a: Color, b: Color) -> f32 {
+    255.0
+        * ((a.red() - b.red()).powi(2)
+            + (a.green() - b.green()).powi(2)
+            + (a.blue() - b.blue()).powi(2))
+        .sqrt()
+}
+
 fn shade(c: Color, k: f32) -> Color {
     Color::from_rgba(
         (c.red() * k).clamp(0.0, 1.0),
@@ -107,28 +119,43 @@ impl Look {
                 )
             })
             .collect();
+        let sky = [
+            rgb(rng.random_range(90..160), rng.random_range(150..200), 235),
+            random_colour(rng, 200, 250),
+        ];
+        let grass = [
+            rgb(
+                rng.random_range(40..90),
+                rng.random_range(110..170),
+                rng.random_range(30..70),
+            ),
+            rgb(
+                rng.random_range(30..70),
+                rng.random_range(90..140),
+                rng.random_range(20..50),
+            ),
+        ];
+        // Clothes stand out from the grass and sky, as on a real course: a
+        // golfer in grass-green trousers is invisible to a pose model too.
+        let background: Vec<Color> = sky.iter().chain(&grass).copied().collect();
+        let mut clothes = |lo: u8, hi: u8| loop {
+            let colour = random_colour(rng, lo, hi);
+            if background
+                .iter()
+                .all(|b| colour_distance(colour, *b) >= MIN_CLOTHES_CONTRAST)
+            {
+                break colour;
+            }
+        };
+        let (shirt, trousers) = (clothes(20, 240), clothes(20, 160));
         Look {
-            sky: [
-                rgb(rng.random_range(90..160), rng.random_range(150..200), 235),
-                random_colour(rng, 200, 250),
-            ],
-            grass: [
-                rgb(
-                    rng.random_range(40..90),
-                    rng.random_range(110..170),
-                    rng.random_range(30..70),
-                ),
-                rgb(
-                    rng.random_range(30..70),
-                    rng.random_range(90..140),
-                    rng.random_range(20..50),
-                ),
-            ],
+            sky,
+            grass,
             horizon: rng.random_range(0.35..0.6),
             trees,
             skin: rgb(skin.0, skin.1, skin.2),
-            shirt: random_colour(rng, 20, 240),
-            trousers: random_colour(rng, 20, 160),
+            shirt,
+            trousers,
             hair: rgb(
                 rng.random_range(10..90),
                 rng.random_range(10..60),

@@ -14,10 +14,11 @@ use golftracker_worker::pose::{self, blazepose::BlazePose};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").unwrap_or_default();
-        PathBuf::from(home).join(".cache/golftracker/models/blazepose-0.5.1675469404-v1")
-    });
+    let dir = args
+        .next()
+        .map(PathBuf::from)
+        .or_else(pose::default_models_dir)
+        .ok_or("no models dir: pass one, or set HOME")?;
     let runs: usize = args.next().map(|r| r.parse()).transpose()?.unwrap_or(50);
     let threads = std::env::var("RAYON_NUM_THREADS")
         .ok()

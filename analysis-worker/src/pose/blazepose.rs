@@ -284,35 +284,46 @@ impl BlazePose {
         ))
     }
 
-    /// Finds the person in `frame` with the detector, within `hint` if given.
+    /// Finds the person in `frame` with the detector: within `hint` if given
+    /// (a person small in the frame is too small for the detector's 224 px
+    /// input), then in the whole frame.
     pub fn detect(
         &self,
         frame: &Frame,
         hint: Option<Region>,
     ) -> Result<Option<RotatedRect>, PoseError> {
         let (w, h) = (frame.width as f32, frame.height as f32);
-        // A square around the region (or the whole frame), letterboxed like MediaPipe's detector input.
-        let (cx, cy, side) = match hint {
-            Some(r) => (
-                r.x + r.width / 2.0,
-                r.y + r.height / 2.0,
-                r.width.max(r.height) * 1.5,
-            ),
-            None => (w / 2.0, h / 2.0, w.max(h)),
-        };
-        let window = RotatedRect {
-            cx,
-            cy,
-            width: side,
-            height: side,
+        // A square around the whole frame, letterboxed like MediaPipe's detector input.
+        let whole = RotatedRect {
+            cx: w / 2.0,
+            cy: h / 2.0,
+            width: w.max(h),
+            height: w.max(h),
             rotation: 0.0,
         };
-        let (boxes, scores) =
-            self.run_detector(crop(frame, window, DETECTOR_SIZE, (-1.0, 1.0))?)?;
-        Ok(best_detection(&boxes, &scores, &self.anchors).map(|d| {
-            let to_image = |(x, y): (f32, f32)| window.to_image(x - 0.5, y - 0.5);
-            RotatedRect::from_alignment(to_image(d.alignment[0]), to_image(d.alignment[1]))
-        }))
+        // A square around the region, never larger than the whole frame's.
+        let around_hint = hint.map(|r| {
+            let side = (r.width.max(r.height) * 1.5).min(whole.width);
+            RotatedRect {
+                cx: r.x + r.width / 2.0,
+                cy: r.y + r.height / 2.0,
+                width: side,
+                height: side,
+                ..whole
+            }
+        });
+        for window in around_hint.into_iter().chain([whole]) {
+            let (boxes, scores) =
+                self.run_detector(crop(frame, window, DETECTOR_SIZE, (-1.0, 1.0))?)?;
+            if let Some(d) = best_detection(&boxes, &scores, &self.anchors) {
+                let to_image = |(x, y): (f32, f32)| window.to_image(x - 0.5, y - 0.5);
+                return Ok(Some(RotatedRect::from_alignment(
+                    to_image(d.alignment[0]),
+                    to_image(d.alignment[1]),
+                )));
+            }
+        }
+        Ok(None)
     }
 
     /// Runs the landmark model on `rect` and projects the landmarks into the frame.

@@ -11,14 +11,8 @@ use super::blazepose::{BlazePose, RotatedRect, crop};
 use super::{Joint, Keypoint, PoseEstimator};
 use crate::frame::Frame;
 
-/// Where `cargo xtask models` puts the model set (`GOLFTRACKER_MODELS_DIR` overrides).
 fn models_dir() -> PathBuf {
-    std::env::var_os("GOLFTRACKER_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME is set");
-            PathBuf::from(home).join(".cache/golftracker/models/blazepose-0.5.1675469404-v1")
-        })
+    super::default_models_dir().expect("GOLFTRACKER_MODELS_DIR or HOME is set")
 }
 
 fn reference_dir() -> PathBuf {

@@ -9,7 +9,7 @@ mod golden_tests;
 mod graph;
 mod kernels;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::frame::Frame;
 
@@ -83,6 +83,22 @@ pub enum PoseError {
     Weights(String),
     #[error("pose model inference: {0}")]
     Inference(String),
+}
+
+/// Where `cargo xtask models` puts the model set: `GOLFTRACKER_MODELS_DIR`,
+/// else its cache under `$HOME`.
+pub fn default_models_dir() -> Option<PathBuf> {
+    std::env::var_os("GOLFTRACKER_MODELS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let home = PathBuf::from(std::env::var_os("HOME")?);
+            Some(home.join(".cache/golftracker/models/blazepose-0.5.1675469404-v1"))
+        })
+}
+
+/// The converted weights in [`default_models_dir`].
+pub fn default_weights() -> Option<PathBuf> {
+    default_models_dir().map(|dir| dir.join("blazepose_full.safetensors"))
 }
 
 /// Loads the pose model from the safetensors file made by `cargo xtask models`
