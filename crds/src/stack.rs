@@ -56,6 +56,7 @@ pub mod condition {
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.database.credentials.vault) || has(self.vault)").message("database.credentials.vault needs spec.vault"))]
 pub struct GolfTrackerStackSpec {
     /// The S3 bucket that holds uploaded videos and analysis reports.
     pub storage: StorageSpec,
@@ -319,7 +320,7 @@ pub struct VaultKvSpec {
     /// Mount of the KV v2 engine.
     #[serde(default = "default_kv_mount")]
     pub mount: String,
-    /// Path prefix of this stack's secrets (the stack's name is appended).
+    /// Path prefix of this stack's secrets (`<namespace>/<stack>` is appended).
     #[serde(default = "default_kv_prefix")]
     pub path_prefix: String,
 }
