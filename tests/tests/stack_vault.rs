@@ -13,16 +13,15 @@ use std::time::Duration;
 use golftracker_crds::analysis::Phase;
 use golftracker_crds::stack::GolfTrackerStack;
 use golftracker_e2e::{
-    Harness, NAMESPACE, STACK, install_crds, operator_vault_token_path, phase, synthetic_clip,
-    temp_dir,
+    Harness, NAMESPACE, STACK, install_crds, install_vso_crds, operator_vault_token_path, phase,
+    synthetic_clip, temp_dir,
 };
 use golftracker_local_cluster::LocalClusterBuilder;
 use golftracker_operator::stack::vault::VaultCall;
 use golftracker_operator::stack::vso;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Event, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use sqlx::postgres::PgConnectOptions;
@@ -353,9 +352,30 @@ async fn vault_wired_stack_serves_the_worker_rotates_credentials_and_emits_vso_o
             .unwrap();
     assert_eq!(recorded, 1);
 
+    // No credential reached the stack's status or its Events.
+    let stack = Api::<GolfTrackerStack>::namespaced(h.client.clone(), NAMESPACE)
+        .get(STACK)
+        .await
+        .unwrap();
+    let events = Api::<Event>::namespaced(h.client.clone(), NAMESPACE)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let published = format!(
+        "{}{}",
+        serde_json::to_string(&stack.status).unwrap(),
+        serde_json::to_string(&events.items).unwrap()
+    );
+    for secret in [&password, &rotated_password, &issued.password] {
+        assert!(
+            !published.contains(secret.as_str()),
+            "a password was published"
+        );
+    }
+
     // Delivery by the Vault Secrets Operator: the operator emits VSO's objects, owned
     // by the stack (VSO itself does not run here; its CRDs are installed, schema-less).
-    install_vso_crds(&h.client).await;
+    install_vso_crds(&h.client).await.unwrap();
     patch_stack(
         &h,
         serde_json::json!({"vault": {"secretDelivery": "VaultSecretsOperator"}}),
@@ -377,40 +397,6 @@ async fn vault_wired_stack_serves_the_worker_rotates_credentials_and_emits_vso_o
         );
     }
     h.kill_operator();
-}
-
-/// VSO's four CRDs, accepting any spec: enough for the API server to store the objects.
-async fn install_vso_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for kind in [
-        "VaultConnection",
-        "VaultAuth",
-        "VaultStaticSecret",
-        "VaultDynamicSecret",
-    ] {
-        let resource = vso::api_resource(kind);
-        let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": format!("{}.{}", resource.plural, resource.group)},
-            "spec": {
-                "group": resource.group,
-                "names": {"kind": kind, "plural": resource.plural},
-                "scope": "Namespaced",
-                "versions": [{"name": resource.version, "served": true, "storage": true,
-                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
-            }
-        }))
-        .unwrap();
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-    }
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        NAMESPACE,
-        &vso::api_resource("VaultDynamicSecret"),
-    );
-    wait_for("VSO CRDs served", || async {
-        api.list(&Default::default()).await.ok()
-    })
-    .await;
 }
 
 async fn condition(h: &Harness, type_: &str) -> Option<(String, String)> {

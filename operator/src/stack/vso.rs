@@ -4,6 +4,8 @@
 //! the worker's ServiceAccount through the worker's Kubernetes auth role.
 //!
 //! VSO reads the CA bundle from key `ca.crt` of the Secret `caSecretRef` names.
+//! Destinations are created with `overwrite`, so VSO takes over the Secrets the
+//! operator wrote in `Operator` mode.
 //! Objects of the other delivery mode are not removed when the mode changes; they go
 //! with the stack.
 
@@ -76,7 +78,7 @@ pub fn objects(stack: &GolfTrackerStack, vault: &VaultSpec) -> Result<Vec<Dynami
                 "mount": vault.kv.mount,
                 "path": names.kv_path,
                 "refreshAfter": "60s",
-                "destination": {"name": kv_secret_name(stack), "create": true},
+                "destination": {"name": kv_secret_name(stack), "create": true, "overwrite": true},
             }),
         )?,
     ];
@@ -91,7 +93,7 @@ pub fn objects(stack: &GolfTrackerStack, vault: &VaultSpec) -> Result<Vec<Dynami
                 "path": format!("creds/{}", credentials.role),
                 // Renew at two thirds of the lease, like the operator's own delivery.
                 "renewalPercent": 67,
-                "destination": {"name": vault_database_secret(stack), "create": true},
+                "destination": {"name": vault_database_secret(stack), "create": true, "overwrite": true},
             }),
         )?);
     }
