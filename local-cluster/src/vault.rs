@@ -8,15 +8,19 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+use vaultrs::api::auth::kubernetes::requests::ConfigureKubernetesAuthRequest;
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 
 use crate::{
-    Error, install_crypto_provider,
+    Error, KubeEndpoint, install_crypto_provider,
     process::{ServerCommand, ServerProcess, free_port_pair},
     random_secret,
 };
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Where [`VaultEndpoint::enable_kubernetes_auth`] mounts the Kubernetes auth method
+/// (Vault's usual path, and a stack's default `vault.auth.mount`).
+pub const KUBERNETES_AUTH_MOUNT: &str = "kubernetes";
 
 /// How to reach Vault. Not `Debug`: it holds the root token.
 #[derive(Clone, Serialize, Deserialize)]
@@ -48,6 +52,39 @@ impl VaultEndpoint {
         } else {
             Err(Error::VaultClient("sealed or not initialised".into()))
         }
+    }
+
+    /// What a Vault administrator does before workloads can log in with ServiceAccount
+    /// tokens: enables the Kubernetes auth method at [`KUBERNETES_AUTH_MOUNT`] (unless it
+    /// is there) and points it at `kube`. No reviewer JWT is configured, so Vault reviews
+    /// each login token with the token itself: accounts that log in need TokenReview
+    /// rights (`system:auth-delegator`).
+    pub async fn enable_kubernetes_auth(&self, kube: &KubeEndpoint) -> Result<(), Error> {
+        let vault = self.client()?;
+        let error = |action: &str| {
+            let action = action.to_owned();
+            move |e: vaultrs::error::ClientError| Error::VaultClient(format!("{action}: {e}"))
+        };
+        let mounts = vaultrs::sys::auth::list(&vault)
+            .await
+            .map_err(error("list auth methods"))?;
+        if !mounts.contains_key(&format!("{KUBERNETES_AUTH_MOUNT}/")) {
+            vaultrs::sys::auth::enable(&vault, KUBERNETES_AUTH_MOUNT, "kubernetes", None)
+                .await
+                .map_err(error("enable the Kubernetes auth method"))?;
+        }
+        vaultrs::auth::kubernetes::configure(
+            &vault,
+            KUBERNETES_AUTH_MOUNT,
+            &kube.server,
+            Some(
+                ConfigureKubernetesAuthRequest::builder()
+                    .kubernetes_ca_cert(kube.ca_cert_pem()?)
+                    .disable_local_ca_jwt(true),
+            ),
+        )
+        .await
+        .map_err(error("configure the Kubernetes auth method"))
     }
 }
 

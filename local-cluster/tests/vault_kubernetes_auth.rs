@@ -8,12 +8,10 @@ use k8s_openapi::api::{
     rbac::v1::{ClusterRoleBinding, RoleRef, Subject},
 };
 use kube::{Api, api::PostParams};
-use vaultrs::api::auth::kubernetes::requests::{
-    ConfigureKubernetesAuthRequest, CreateKubernetesRoleRequest,
-};
+use vaultrs::api::auth::kubernetes::requests::CreateKubernetesRoleRequest;
 
 const NAMESPACE: &str = "golf";
-const MOUNT: &str = "kubernetes";
+const MOUNT: &str = golftracker_local_cluster::vault::KUBERNETES_AUTH_MOUNT;
 
 #[tokio::test]
 async fn service_account_token_logs_in_to_vault() {
@@ -81,22 +79,12 @@ async fn service_account_token_logs_in_to_vault() {
         .await
         .unwrap();
 
-    vaultrs::sys::auth::enable(&vault, MOUNT, "kubernetes", None)
+    cluster
+        .vault()
+        .unwrap()
+        .enable_kubernetes_auth(cluster.kube().unwrap())
         .await
-        .expect("enable kubernetes auth");
-    let kube_endpoint = cluster.kube().unwrap();
-    vaultrs::auth::kubernetes::configure(
-        &vault,
-        MOUNT,
-        &kube_endpoint.server,
-        Some(
-            ConfigureKubernetesAuthRequest::builder()
-                .kubernetes_ca_cert(kube_endpoint.ca_cert_pem().unwrap())
-                .disable_local_ca_jwt(true),
-        ),
-    )
-    .await
-    .expect("configure kubernetes auth");
+        .expect("enable and configure kubernetes auth");
     vaultrs::auth::kubernetes::role::create(
         &vault,
         MOUNT,

@@ -18,7 +18,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Patch, PatchParams};
 use kube::runtime::wait::{await_condition, conditions::is_crd_established};
 use kube::{Api, Client, ResourceExt};
-use vaultrs::api::auth::kubernetes::requests::ConfigureKubernetesAuthRequest;
 
 use crate::env;
 use crate::test::run_step;
@@ -195,36 +194,14 @@ async fn apply_secrets(client: &Client, cluster: &DetachedCluster) -> anyhow::Re
     Ok(())
 }
 
-/// What a Vault administrator does once before the operator can wire stacks: enable
-/// the Kubernetes auth method (the operator creates the worker's role in it) and point
-/// it at this kube-apiserver.
+/// The Vault administrator's part: the operator creates the worker's role in
+/// Vault's Kubernetes auth method, which must exist and know this kube-apiserver.
 async fn enable_vault_kubernetes_auth(cluster: &DetachedCluster) -> anyhow::Result<()> {
     let endpoints = &cluster.endpoints;
-    let vault = endpoints.vault.as_ref().context("no Vault")?.client()?;
+    let vault = endpoints.vault.as_ref().context("no Vault")?;
     let kube = endpoints.kube.as_ref().context("no kube-apiserver")?;
-    let mounts = vaultrs::sys::auth::list(&vault)
-        .await
-        .context("list Vault auth methods")?;
-    if mounts.contains_key("kubernetes/") {
-        return Ok(());
-    }
-    say("enabling Vault's Kubernetes auth method");
-    vaultrs::sys::auth::enable(&vault, "kubernetes", "kubernetes", None)
-        .await
-        .context("enable Vault's Kubernetes auth")?;
-    vaultrs::auth::kubernetes::configure(
-        &vault,
-        "kubernetes",
-        &kube.server,
-        Some(
-            ConfigureKubernetesAuthRequest::builder()
-                .kubernetes_ca_cert(kube.ca_cert_pem()?)
-                .disable_local_ca_jwt(true),
-        ),
-    )
-    .await
-    .context("configure Vault's Kubernetes auth")?;
-    Ok(())
+    say("Vault: Kubernetes auth method enabled and pointed at the kube-apiserver");
+    Ok(vault.enable_kubernetes_auth(kube).await?)
 }
 
 /// Runs the freshly built operator in the background, replacing one an earlier run
