@@ -21,7 +21,9 @@ use golftracker_operator::stack::vault::VaultCall;
 use golftracker_operator::stack::vso;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Event, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use sqlx::postgres::PgConnectOptions;
@@ -238,7 +240,31 @@ async fn vault_wired_stack_serves_the_worker_rotates_credentials_and_emits_vso_o
     let status = stack.status.unwrap();
     assert_eq!(status.worker_secret_name.as_deref(), Some(DB_SECRET));
 
-    // What the operator provisioned.
+    // The worker's identity and reach, owned by the stack.
+    let policy: NetworkPolicy = Api::namespaced(h.client.clone(), NAMESPACE)
+        .get(WORKER_ACCOUNT)
+        .await
+        .unwrap();
+    let egress = policy.spec.unwrap().egress.unwrap();
+    let vault_port = vault.rsplit(':').next().unwrap().parse::<i32>().unwrap();
+    assert!(
+        egress
+            .iter()
+            .any(|rule| rule.ports.as_ref().unwrap()[0].port == Some(IntOrString::Int(vault_port))),
+        "{egress:?}"
+    );
+    let role: Role = Api::namespaced(h.client.clone(), NAMESPACE)
+        .get(WORKER_ACCOUNT)
+        .await
+        .unwrap();
+    assert_eq!(role.rules.unwrap_or_default(), vec![]);
+    let account: ServiceAccount = Api::namespaced(h.client.clone(), NAMESPACE)
+        .get(WORKER_ACCOUNT)
+        .await
+        .unwrap();
+    assert_eq!(account.metadata.owner_references.unwrap()[0].name, STACK);
+
+    // What the operator provisioned in Vault.
     let policy = vaultrs::sys::policy::read(&root, WORKER_ROLE)
         .await
         .unwrap();
