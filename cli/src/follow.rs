@@ -59,17 +59,21 @@ pub async fn until_finished(
     timeout: Duration,
 ) -> Result<SwingAnalysis> {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = std::pin::pin!(
-        watcher(target.analyses(), config)
-            .default_backoff()
-            .touched_objects()
-    );
+    let mut stream = std::pin::pin!(watcher(target.analyses(), config).default_backoff());
     let mut last = String::new();
     let mut running: Option<ProgressBar> = None;
     let follow = async {
         while let Some(event) = stream.next().await {
             let analysis = match event {
-                Ok(analysis) => analysis,
+                Ok(watcher::Event::Apply(analysis) | watcher::Event::InitApply(analysis)) => {
+                    analysis
+                }
+                Ok(watcher::Event::Delete(_)) => {
+                    return Err(Error::AnalysisDeleted {
+                        name: name.to_owned(),
+                    });
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
                 Err(error) => match watch_error(error, &target.namespace) {
                     // Lasting: no permission. Anything else the watcher retries with backoff.
                     forbidden @ Error::Forbidden { .. } => return Err(forbidden),
@@ -108,9 +112,7 @@ pub async fn until_finished(
                 _ => {}
             }
         }
-        Err(Error::AnalysisDeleted {
-            name: name.to_owned(),
-        })
+        unreachable!("a watcher stream never ends")
     };
     let outcome = tokio::time::timeout(timeout, follow).await;
     if let Some(spinner) = running {
