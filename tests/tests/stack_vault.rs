@@ -13,11 +13,12 @@ use std::time::Duration;
 use golftracker_crds::analysis::Phase;
 use golftracker_crds::stack::GolfTrackerStack;
 use golftracker_e2e::{
-    Harness, NAMESPACE, STACK, install_crds, install_vso_crds, operator_vault_token_path, phase,
-    synthetic_clip, temp_dir,
+    Harness, NAMESPACE, STACK, enable_vault_kubernetes_auth, install_crds, install_vso_crds,
+    operator_vault_token_path, phase, synthetic_clip, temp_dir,
 };
 use golftracker_local_cluster::LocalClusterBuilder;
-use golftracker_operator::stack::vault::VaultCall;
+use golftracker_operator::stack::delivery::LEASE_ID_ANNOTATION;
+use golftracker_operator::stack::vault::{Leased, VaultCall};
 use golftracker_operator::stack::vso;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Event, Secret, ServiceAccount};
@@ -27,9 +28,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use sqlx::postgres::PgConnectOptions;
-use vaultrs::api::auth::kubernetes::requests::{
-    ConfigureKubernetesAuthRequest, CreateKubernetesRoleRequest,
-};
+use vaultrs::api::auth::kubernetes::requests::CreateKubernetesRoleRequest;
 use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
 
 const OPERATOR_ACCOUNT: &str = "golftracker-operator";
@@ -69,22 +68,9 @@ async fn token(client: &Client, account: &str) -> String {
 /// What the Vault administrator sets up before the operator can work: the Kubernetes
 /// auth method and the operator's role and policy. Run again after a dev Vault restart.
 async fn configure_vault_as_admin(h: &Harness, root: &VaultClient) {
-    vaultrs::sys::auth::enable(root, "kubernetes", "kubernetes", None)
+    enable_vault_kubernetes_auth(&h.cluster, root)
         .await
-        .expect("enable kubernetes auth");
-    let kube = h.cluster.kube().unwrap();
-    vaultrs::auth::kubernetes::configure(
-        root,
-        "kubernetes",
-        &kube.server,
-        Some(
-            ConfigureKubernetesAuthRequest::builder()
-                .kubernetes_ca_cert(kube.ca_cert_pem().unwrap())
-                .disable_local_ca_jwt(true),
-        ),
-    )
-    .await
-    .expect("configure kubernetes auth");
+        .expect("enable and configure kubernetes auth");
     vaultrs::sys::policy::set(
         root,
         OPERATOR_ACCOUNT,
@@ -159,6 +145,22 @@ async fn patch_stack(h: &Harness, spec: serde_json::Value) {
         .unwrap();
 }
 
+/// Vault (operator logged in with Kubernetes auth, operator delivery) and database
+/// credentials from Vault's database engine with these lease times.
+async fn wire_vault_database_credentials(h: &Harness, ttl: &str, max_ttl: &str) {
+    let vault = h.cluster.vault().unwrap().address.clone();
+    patch_stack(
+        h,
+        serde_json::json!({
+            "database": {"credentials": {"secretRef": null, "vault": {
+                "role": DATABASE_ROLE, "ttl": ttl, "maxTtl": max_ttl, "adminSecretRef": "golftracker-db"}}},
+            "vault": {"address": vault, "auth": {"mount": "kubernetes", "role": OPERATOR_ACCOUNT},
+                      "secretDelivery": "Operator"},
+        }),
+    )
+    .await;
+}
+
 async fn secret_values(h: &Harness, name: &str) -> Option<(String, String)> {
     let secret = Api::<Secret>::namespaced(h.client.clone(), NAMESPACE)
         .get_opt(name)
@@ -223,16 +225,7 @@ async fn wait_for<T, F: Future<Output = Option<T>>>(what: &str, mut check: impl 
 async fn vault_wired_stack_serves_the_worker_rotates_credentials_and_emits_vso_objects() {
     let (mut h, root) = harness_with_vault().await;
     let vault = h.cluster.vault().unwrap().address.clone();
-    patch_stack(
-        &h,
-        serde_json::json!({
-            "database": {"credentials": {"secretRef": null, "vault": {
-                "role": DATABASE_ROLE, "ttl": "1h", "maxTtl": "2h", "adminSecretRef": "golftracker-db"}}},
-            "vault": {"address": vault, "auth": {"mount": "kubernetes", "role": OPERATOR_ACCOUNT},
-                      "secretDelivery": "Operator"},
-        }),
-    )
-    .await;
+    wire_vault_database_credentials(&h, "1h", "2h").await;
     h.start_operator();
     let stack = golftracker_e2e::wait_stack_ready(&h.client, Duration::from_secs(90))
         .await
@@ -489,5 +482,43 @@ async fn vault_outage_marks_only_vault_not_ready_and_a_restarted_vault_is_provis
     vaultrs::auth::kubernetes::role::read(&root, "kubernetes", WORKER_ROLE)
         .await
         .expect("the worker role is back");
+    h.kill_operator();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_leases_are_renewed_then_replaced_before_they_end() {
+    let (mut h, root) = harness_with_vault().await;
+    wire_vault_database_credentials(&h, "6s", "15s").await;
+    h.start_operator();
+    golftracker_e2e::wait_stack_ready(&h.client, Duration::from_secs(90))
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), NAMESPACE);
+    let first = secrets.get(DB_SECRET).await.unwrap();
+    let lease = first.metadata.annotations.unwrap()[LEASE_ID_ANNOTATION].clone();
+    let (user, _) = secret_values(&h, DB_SECRET).await.unwrap();
+
+    // At two thirds of its 6 s the lease is renewed, so the same user stays current.
+    wait_for("a renewal of the first lease", || async {
+        let lookup: Leased<serde_json::Value> = vaultrs::api::exec_with_no_result(
+            &root,
+            VaultCall::put(
+                "sys/leases/lookup".into(),
+                serde_json::json!({ "lease_id": lease }),
+            ),
+        )
+        .await
+        .ok()?;
+        lookup.data?["last_renewal"].as_str().map(|_| ())
+    })
+    .await;
+    // Near maxTtl renewing no longer helps: new credentials are issued, and they work.
+    let (rotated_user, rotated_password) = wait_for("credentials issued at maxTtl", || async {
+        secret_values(&h, DB_SECRET)
+            .await
+            .filter(|(u, _)| *u != user)
+    })
+    .await;
+    assert_can_use_results_schema(&h, &rotated_user, &rotated_password).await;
     h.kill_operator();
 }

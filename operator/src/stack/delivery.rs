@@ -1,8 +1,9 @@
 //! `Operator` secret delivery: the operator reads Vault and writes the Secrets worker
-//! Jobs use, owned by the stack. Database credentials are re-issued when two thirds
-//! of their lease have passed, or as soon as Vault no longer holds the lease (revoked:
-//! rotation), so the next Jobs always start with live credentials; Jobs already
-//! running keep theirs until the lease ends.
+//! Jobs use, owned by the stack. When two thirds of the database credentials' lease
+//! have passed, the lease is renewed; once `maxTtl` leaves too little to renew, or as
+//! soon as Vault no longer holds the lease (revoked: rotation), new credentials are
+//! issued. So the next Jobs always start with live credentials; Jobs already running
+//! keep theirs until their lease ends.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -100,9 +101,15 @@ pub async fn deliver_database_credentials(
             .and_then(|d| d.parse().ok());
         if let (Some(lease), Some(duration)) = (lease, duration)
             && let Some(ttl) = vault::lease_ttl(vault_client, lease).await?
-            && let Some(current) = time_to_reissue(ttl, duration)
         {
-            return Ok(Some(current));
+            if let Some(current) = time_to_reissue(ttl, duration) {
+                return Ok(Some(current));
+            }
+            // A third left: extend the same credentials while `maxTtl` allows.
+            let renewed = vault::renew_lease(vault_client, lease, duration).await?;
+            if let Some(current) = time_to_reissue(renewed, duration) {
+                return Ok(Some(current));
+            }
         }
     }
     let issued = vault::issue_database_credentials(vault_client, vault, &credentials.role).await?;

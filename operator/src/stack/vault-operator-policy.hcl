@@ -45,3 +45,6 @@ path "database/creds/*" {
 path "sys/leases/lookup" {
   capabilities = ["update"]
 }
+path "sys/leases/renew" {
+  capabilities = ["update"]
+}

@@ -542,6 +542,25 @@ pub async fn lease_ttl(vault_client: &VaultClient, lease_id: &str) -> Result<Opt
     }
 }
 
+/// Extends a lease by `increment` seconds; answers the seconds it now has left (Vault
+/// cuts this at the role's `maxTtl`).
+pub async fn renew_lease(
+    vault_client: &VaultClient,
+    lease_id: &str,
+    increment: u64,
+) -> Result<u64> {
+    let renewed: Leased<serde_json::Value> = call(
+        vault_client,
+        VaultCall::put(
+            "sys/leases/renew".into(),
+            serde_json::json!({ "lease_id": lease_id, "increment": increment }),
+        ),
+        "renew lease",
+    )
+    .await?;
+    Ok(renewed.lease_duration)
+}
+
 /// Reads the stack's KV secret (string values; others as JSON text).
 pub async fn read_kv(
     vault_client: &VaultClient,
