@@ -22,7 +22,7 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::oneshot;
 
@@ -327,13 +327,13 @@ pub async fn service_account_kubeconfig(
     service_account_kubeconfig_in(cluster, NAMESPACE, account).await
 }
 
-/// [`service_account_kubeconfig`] for an account of another namespace (one a Helm
-/// release installed, say).
-pub async fn service_account_kubeconfig_in(
+/// A TokenRequest token (one hour) of ServiceAccount `account` of `namespace`, created
+/// if missing: what a pod of that account would present.
+pub async fn service_account_token(
     cluster: &LocalCluster,
     namespace: &str,
     account: &str,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<String> {
     let accounts: Api<ServiceAccount> = Api::namespaced(cluster.kube_client()?, namespace);
     if accounts.get_opt(account).await?.is_none() {
         let object: ServiceAccount = serde_json::from_value(serde_json::json!({
@@ -354,6 +354,17 @@ pub async fn service_account_kubeconfig_in(
         .status
         .and_then(|s| s.token)
         .context("TokenRequest returned no token")?;
+    Ok(token)
+}
+
+/// [`service_account_kubeconfig`] for an account of another namespace (one a Helm
+/// release installed, say).
+pub async fn service_account_kubeconfig_in(
+    cluster: &LocalCluster,
+    namespace: &str,
+    account: &str,
+) -> anyhow::Result<PathBuf> {
+    let token = service_account_token(cluster, namespace, account).await?;
     let kube = cluster.kube()?;
     let kubeconfig = serde_json::json!({
         "apiVersion": "v1", "kind": "Config", "current-context": account,
@@ -388,6 +399,65 @@ pub async fn start_cluster() -> anyhow::Result<LocalCluster> {
         .with_postgres()
         .start()
         .await?)
+}
+
+/// What a Vault administrator does before the operator can wire a stack: the Kubernetes
+/// auth method, enabled at `kubernetes/` and pointed at this cluster's API server.
+pub async fn enable_vault_kubernetes_auth(
+    cluster: &LocalCluster,
+    root: &vaultrs::client::VaultClient,
+) -> anyhow::Result<()> {
+    vaultrs::sys::auth::enable(root, "kubernetes", "kubernetes", None).await?;
+    let kube = cluster.kube()?;
+    vaultrs::auth::kubernetes::configure(
+        root,
+        "kubernetes",
+        &kube.server,
+        Some(
+            vaultrs::api::auth::kubernetes::requests::ConfigureKubernetesAuthRequest::builder()
+                .kubernetes_ca_cert(kube.ca_cert_pem()?)
+                .disable_local_ca_jwt(true),
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The Vault Secrets Operator's four CRDs, accepting any spec: enough for the API server
+/// to store what the operator emits with `secretDelivery: VaultSecretsOperator`.
+pub async fn install_vso_crds(client: &Client) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for kind in [
+        "VaultConnection",
+        "VaultAuth",
+        "VaultStaticSecret",
+        "VaultDynamicSecret",
+    ] {
+        let resource = stack::vso::api_resource(kind);
+        let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("{}.{}", resource.plural, resource.group)},
+            "spec": {
+                "group": resource.group,
+                "names": {"kind": kind, "plural": resource.plural},
+                "scope": "Namespaced",
+                "versions": [{"name": resource.version, "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
+            }
+        }))?;
+        crds.create(&PostParams::default(), &crd).await?;
+    }
+    let served: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        NAMESPACE,
+        &stack::vso::api_resource("VaultDynamicSecret"),
+    );
+    for _ in 0..100 {
+        if served.list(&Default::default()).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the VSO CRDs were not served")
 }
 
 /// Applies the CRDs (see `Harness::without_operator` for waiting until they are served).

@@ -14,19 +14,18 @@ use golftracker_crds::analysis::Phase;
 use golftracker_crds::stack::GolfTrackerStack;
 use golftracker_e2e::{
     Harness, NAMESPACE, STACK, enable_vault_kubernetes_auth, install_crds, install_vso_crds,
-    operator_vault_token_path, phase, synthetic_clip, temp_dir,
+    operator_vault_token_path, phase, service_account_token, synthetic_clip, temp_dir,
 };
 use golftracker_local_cluster::LocalClusterBuilder;
 use golftracker_operator::stack::delivery::LEASE_ID_ANNOTATION;
 use golftracker_operator::stack::vault::{Leased, VaultCall};
 use golftracker_operator::stack::vso;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Event, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use sqlx::postgres::PgConnectOptions;
 use vaultrs::api::auth::kubernetes::requests::CreateKubernetesRoleRequest;
 use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
@@ -38,31 +37,10 @@ const DATABASE_ROLE: &str = "golftracker-e2e";
 const DB_SECRET: &str = "e2e-worker-db";
 const KV_SECRET: &str = "e2e-worker-kv";
 
-async fn create_account(client: &Client, name: &str) {
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
-    let account = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-    accounts
-        .create(&PostParams::default(), &account)
+async fn token(h: &Harness, account: &str) -> String {
+    service_account_token(&h.cluster, NAMESPACE, account)
         .await
-        .unwrap();
-}
-
-async fn token(client: &Client, account: &str) -> String {
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    accounts
-        .create_token_request(account, &PostParams::default(), &request)
-        .await
-        .expect("TokenRequest")
-        .status
-        .and_then(|s| s.token)
-        .expect("token in status")
+        .unwrap()
 }
 
 /// What the Vault administrator sets up before the operator can work: the Kubernetes
@@ -93,10 +71,9 @@ async fn configure_vault_as_admin(h: &Harness, root: &VaultClient) {
     .expect("operator role");
 }
 
-/// The operator's account (with its token where the operator reads it) and TokenReview
-/// rights for it and the worker's account, which the operator creates later.
+/// TokenReview rights for the operator's account and the worker's (which the operator
+/// creates later), and the operator's token where the operator reads it.
 async fn create_accounts(h: &Harness) {
-    create_account(&h.client, OPERATOR_ACCOUNT).await;
     let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "golftracker-vault-login"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
@@ -110,7 +87,7 @@ async fn create_accounts(h: &Harness) {
         .unwrap();
     std::fs::write(
         operator_vault_token_path(&h.cluster),
-        token(&h.client, OPERATOR_ACCOUNT).await,
+        token(h, OPERATOR_ACCOUNT).await,
     )
     .unwrap();
 }
@@ -291,7 +268,7 @@ async fn vault_wired_stack_serves_the_worker_rotates_credentials_and_emits_vso_o
 
     // The worker's own account logs in through its role and reads its KV secret and
     // database credentials, which work on the results schema.
-    let worker_token = token(&h.client, WORKER_ACCOUNT).await;
+    let worker_token = token(&h, WORKER_ACCOUNT).await;
     let mut worker = VaultClient::new(
         VaultClientSettingsBuilder::default()
             .address(&vault)
