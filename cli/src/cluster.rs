@@ -8,6 +8,7 @@ use kube::config::{Config, KubeConfigOptions};
 use kube::{Api, Client};
 
 use crate::error::{Error, Result, kube_error};
+use crate::show;
 
 /// A client and the namespace the command works in.
 pub struct Target {
@@ -73,7 +74,7 @@ impl Target {
         }
         let reason = conditions::find(conditions, condition::READY).map_or_else(
             || "the operator has not reported on it yet (is it running?)".to_owned(),
-            |c| format!("{}: {}", c.reason, c.message),
+            show::condition_text,
         );
         Err(Error::StackNotReady {
             name: name.to_owned(),

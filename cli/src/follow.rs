@@ -11,6 +11,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::cluster::Target;
 use crate::error::{Error, Result, kube_error};
+use crate::show;
 
 /// One line per distinct state: the phase and what it waits for.
 fn state_line(a: &SwingAnalysis) -> String {
@@ -100,10 +101,7 @@ pub async fn until_finished(
                 Phase::Succeeded => return Ok(analysis),
                 Phase::Failed => {
                     let message = conditions::find(&status.conditions, condition::FAILED)
-                        .map_or_else(
-                            || "no reason given".into(),
-                            |c| format!("{}: {}", c.reason, c.message),
-                        );
+                        .map_or_else(|| "no reason given".into(), show::condition_text);
                     return Err(Error::AnalysisFailed {
                         name: name.to_owned(),
                         message,
@@ -148,10 +146,7 @@ pub async fn until_deleted(target: &Target, name: &str, timeout: Duration) -> Re
                 .status
                 .as_ref()
                 .and_then(|s| conditions::find(&s.conditions, condition::ERASED))
-                .map_or_else(
-                    || "its finalizer".into(),
-                    |c| format!("{}: {}", c.reason, c.message),
-                );
+                .map_or_else(|| "its finalizer".into(), show::condition_text);
             return Err(Error::Timeout {
                 seconds: timeout.as_secs(),
                 waiting_for: format!("{name} is still being deleted ({waiting})"),

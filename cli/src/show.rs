@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use golftracker_crds::analysis::{AnalysisResult, SwingAnalysis, SwingEvent, condition};
 use golftracker_crds::conditions;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
@@ -94,7 +95,7 @@ pub fn describe(a: &SwingAnalysis) -> String {
     if let Some(failed) = conditions::find(&status.conditions, condition::FAILED)
         .filter(|c| c.status == conditions::TRUE)
     {
-        field("Failure", &format!("{}: {}", failed.reason, failed.message));
+        field("Failure", &condition_text(failed));
     } else if !status.phase.is_finished() {
         // Why it waits: the first condition that does not hold.
         if let Some(waiting) = status
@@ -102,10 +103,7 @@ pub fn describe(a: &SwingAnalysis) -> String {
             .iter()
             .find(|c| c.status != conditions::TRUE && c.type_ != condition::ERASED)
         {
-            field(
-                "Waiting",
-                &format!("{}: {}", waiting.reason, waiting.message),
-            );
+            field("Waiting", &condition_text(waiting));
         }
     }
     if let Some(result) = &status.result {
@@ -172,6 +170,15 @@ fn describe_result(result: &AnalysisResult) -> String {
         }
     }
     out
+}
+
+/// `Reason: message`, without repeating a reason the message already starts with.
+pub fn condition_text(c: &Condition) -> String {
+    if c.message.starts_with(&c.reason) {
+        c.message.clone()
+    } else {
+        format!("{}: {}", c.reason, c.message)
+    }
 }
 
 pub fn phase(a: &SwingAnalysis) -> &'static str {
@@ -244,6 +251,20 @@ mod tests {
                 "type": "StackReady", "status": "False", "reason": "StackNotReady",
                 "message": "stack quickstart is not Ready", "lastTransitionTime": "2026-11-24T09:00:01Z"}]}
         }))
+    }
+
+    #[test]
+    fn describe_failed_gives_the_reason_once() {
+        let failed = analysis(serde_json::json!({
+            "apiVersion": "golftracker.io/v1alpha1", "kind": "SwingAnalysis",
+            "metadata": {"name": "empty", "namespace": "default"},
+            "spec": {"stackRef": {"name": "e2e"}, "video": "videos/u/empty.mp4", "golfer": {"userId": "u"}},
+            "status": {"phase": "Failed", "jobName": "swing-empty-1", "attempts": 1, "conditions": [{
+                "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                "message": "BackoffLimitExceeded: InvalidVideo: not a readable media file",
+                "lastTransitionTime": "2026-11-24T09:00:01Z"}]}
+        }));
+        insta::assert_snapshot!(describe(&failed));
     }
 
     #[test]

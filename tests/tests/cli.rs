@@ -244,6 +244,28 @@ async fn clear_errors_for_missing_stack_non_video_and_no_permission() {
             .is_empty()
     );
 
+    // A container header but no video in it: the worker fails, and `--wait` says why.
+    let empty = dir.join("empty.mp4");
+    let mut header = std::fs::read(&clip).unwrap();
+    header.truncate(64);
+    std::fs::write(&empty, header).unwrap();
+    let failed = failure(&golftracker(
+        &h,
+        &[
+            "submit",
+            empty.to_str().unwrap(),
+            "--stack",
+            STACK,
+            "--wait",
+            "--name",
+            "empty",
+        ],
+    ));
+    assert!(failed.contains("analysis \"empty\" failed: "), "{failed}");
+    let described = stdout(&golftracker(&h, &["get", "empty"]));
+    assert!(described.contains("Phase:          Failed"), "{described}");
+    assert!(described.contains("Failure:"), "{described}");
+
     let unknown = failure(&golftracker(&h, &["get", "ghost"]));
     assert!(
         unknown.contains("analysis \"ghost\" not found"),
