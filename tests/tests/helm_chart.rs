@@ -9,17 +9,22 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, ensure};
+use anyhow::{Context, bail, ensure};
 use golftracker_crds::analysis::Phase;
+use golftracker_crds::stack::GolfTrackerStack;
 use golftracker_e2e::operator_process::{LEASE, OperatorProcess, free_port};
 use golftracker_e2e::{
-    Harness, NAMESPACE, operator_binary, phase, service_account_kubeconfig_in, start_cluster,
-    synthetic_clip,
+    Harness, NAMESPACE, STACK, enable_vault_kubernetes_auth, install_vso_crds, operator_binary,
+    phase, service_account_kubeconfig_in, start_cluster, synthetic_clip,
 };
+use golftracker_local_cluster::LocalClusterBuilder;
+use golftracker_local_cluster::kube_apiserver::KubeEndpoint;
+use golftracker_operator::stack::vso;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::Value;
 
 const RELEASE: &str = "golftracker-operator";
@@ -405,20 +410,18 @@ fn unsafe_or_mistyped_values_are_rejected() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn installed_chart_runs_the_operator_as_its_service_account() -> anyhow::Result<()> {
-    let cluster = start_cluster().await?;
-    let kube = cluster.kube()?.clone();
-    let admin = cluster.kube_client()?;
-
-    // Install: the Deployment gets no pods here (no kubelet); every object must exist.
+/// `helm install` into the cluster, the operator's rules in a Role of [`NAMESPACE`]; returns
+/// the installed manifest after checking every object of it is in the cluster (the
+/// Deployment gets no pods here: there is no kubelet).
+fn install_chart(kube: &KubeEndpoint) -> anyhow::Result<Vec<Value>> {
     let chart = chart_dir();
+    let kubeconfig = kube.kubeconfig.to_str().unwrap();
     helm_ok(&[
         "install",
         RELEASE,
         chart.to_str().unwrap(),
         "--kubeconfig",
-        kube.kubeconfig.to_str().unwrap(),
+        kubeconfig,
         "--namespace",
         RELEASE_NAMESPACE,
         "--create-namespace",
@@ -430,7 +433,7 @@ async fn installed_chart_runs_the_operator_as_its_service_account() -> anyhow::R
         "manifest",
         RELEASE,
         "--kubeconfig",
-        kube.kubeconfig.to_str().unwrap(),
+        kubeconfig,
         "--namespace",
         RELEASE_NAMESPACE,
     ])?)?;
@@ -462,13 +465,7 @@ async fn installed_chart_runs_the_operator_as_its_service_account() -> anyhow::R
         );
         let namespace = object["metadata"]["namespace"].as_str();
         let out = Command::new(&kubectl)
-            .args([
-                "--kubeconfig",
-                kube.kubeconfig.to_str().unwrap(),
-                "get",
-                kind,
-                name,
-            ])
+            .args(["--kubeconfig", kubeconfig, "get", kind, name])
             .args(
                 namespace
                     .map(|n| vec!["--namespace", n])
@@ -481,18 +478,21 @@ async fn installed_chart_runs_the_operator_as_its_service_account() -> anyhow::R
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    Ok(manifest)
+}
 
-    let harness = Harness::without_operator(cluster, 1).await?;
-    let container = operator_container(&manifest).clone();
-
-    // A token of the chart's ServiceAccount, as the kubelet would mount it.
+/// The operator binary with the installed Deployment's own arguments and environment
+/// (the pod's fields filled in) and a TokenRequest token of the chart's ServiceAccount,
+/// labelling Jobs for the local job runner; returns it, ready, and the path of its log.
+async fn run_as_chart_account(
+    harness: &Harness,
+    manifest: &[Value],
+) -> anyhow::Result<(OperatorProcess, PathBuf)> {
+    let container = operator_container(manifest);
     let kubeconfig =
         service_account_kubeconfig_in(&harness.cluster, RELEASE_NAMESPACE, FULLNAME).await?;
     let work = harness.cluster.work_dir().join("rbac-proof");
     std::fs::create_dir_all(&work)?;
-
-    // The binary with the Deployment's own arguments and environment (the pod's fields
-    // filled in), labelling Jobs for the local job runner.
     let metrics_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let log_path = work.join("operator.log");
     let mut command = Command::new(operator_binary()?);
@@ -518,17 +518,59 @@ async fn installed_chart_runs_the_operator_as_its_service_account() -> anyhow::R
         .env("METRICS_ADDR", metrics_addr.to_string())
         .env("LOCAL_JOB_RUNNER", "true");
     let operator = OperatorProcess::start(command, &log_path, POD_NAME, metrics_addr)?;
-
-    // Full stack reconcile (bucket, schema, status, finalizer) as the ServiceAccount.
-    golftracker_e2e::wait_stack_ready(&harness.client, Duration::from_secs(90)).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while operator.get("/readyz").await.map(|r| r.0).unwrap_or(0) != 200 {
         ensure!(
             tokio::time::Instant::now() < deadline,
-            "operator never ready"
+            "operator never ready: {}",
+            std::fs::read_to_string(&log_path)?
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    Ok((operator, log_path))
+}
+
+/// No call was refused: nothing forbidden logged, no Kubernetes API errors counted.
+async fn assert_nothing_refused(operator: &OperatorProcess, log_path: &Path) -> anyhow::Result<()> {
+    let log = std::fs::read_to_string(log_path)?;
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.to_lowercase().contains("forbidden"))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "the operator was refused calls:\n{}",
+        refused.join("\n")
+    );
+    let metrics = operator.metrics().await?;
+    assert!(
+        metrics.contains("golftracker_operator_reconciles_total"),
+        "{metrics}"
+    );
+    let api_errors: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("golftracker_operator_reconcile_errors_total")
+                && l.contains("kind=\"kube\"")
+        })
+        .collect();
+    assert!(
+        api_errors.is_empty(),
+        "Kubernetes API errors: {api_errors:?}\n{log}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn installed_chart_runs_the_operator_as_its_service_account() -> anyhow::Result<()> {
+    let cluster = start_cluster().await?;
+    let admin = cluster.kube_client()?;
+    let manifest = install_chart(cluster.kube()?)?;
+    let harness = Harness::without_operator(cluster, 1).await?;
+    let (operator, log_path) = run_as_chart_account(&harness, &manifest).await?;
+
+    // Full stack reconcile (bucket, schema, the worker's account, status, finalizer).
+    golftracker_e2e::wait_stack_ready(&harness.client, Duration::from_secs(90)).await?;
     let lease = Api::<Lease>::namespaced(admin.clone(), RELEASE_NAMESPACE)
         .get(LEASE)
         .await?;
@@ -538,7 +580,7 @@ async fn installed_chart_runs_the_operator_as_its_service_account() -> anyhow::R
     );
 
     // Full analysis: Job, result, status, Events; then erase on delete (the finalizer).
-    let clip = synthetic_clip(&work, 7)?;
+    let clip = synthetic_clip(log_path.parent().unwrap(), 7)?;
     harness.submit("rbac-proof", &clip, 0, "Erase").await?;
     let done = harness
         .wait_finished(&["rbac-proof".to_owned()], Duration::from_secs(300))
@@ -570,32 +612,76 @@ async fn installed_chart_runs_the_operator_as_its_service_account() -> anyhow::R
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
-    // No call was refused: nothing forbidden logged, no Kubernetes API errors counted.
-    let log = std::fs::read_to_string(&log_path)?;
-    let refused: Vec<&str> = log
-        .lines()
-        .filter(|l| l.to_lowercase().contains("forbidden"))
-        .collect();
-    assert!(
-        refused.is_empty(),
-        "the operator was refused calls:\n{}",
-        refused.join("\n")
-    );
-    let metrics = operator.metrics().await?;
-    assert!(
-        metrics.contains("golftracker_operator_reconciles_total"),
-        "{metrics}"
-    );
-    let api_errors: Vec<&str> = metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("golftracker_operator_reconcile_errors_total")
-                && l.contains("kind=\"kube\"")
-        })
-        .collect();
-    assert!(
-        api_errors.is_empty(),
-        "Kubernetes API errors: {api_errors:?}\n{log}"
-    );
-    Ok(())
+    assert_nothing_refused(&operator, &log_path).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn installed_chart_lets_the_operator_wire_vault_and_the_vault_secrets_operator()
+-> anyhow::Result<()> {
+    golftracker_local_cluster::install_crypto_provider();
+    let cluster = LocalClusterBuilder::none()
+        .with_kube()
+        .with_s3()
+        .with_postgres()
+        .with_vault()
+        .start()
+        .await?;
+    let manifest = install_chart(cluster.kube()?)?;
+    let harness = Harness::without_operator(cluster, 1).await?;
+    let vault = harness.cluster.vault()?;
+    enable_vault_kubernetes_auth(&harness.cluster, &vault.client()?).await?;
+
+    // Vault provisioning with a bootstrap token from a Secret; the operator delivers the
+    // worker's KV Secret itself.
+    let bootstrap: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "vault-bootstrap", "namespace": NAMESPACE},
+        "stringData": {"token": vault.root_token},
+    }))?;
+    Api::<Secret>::namespaced(harness.client.clone(), NAMESPACE)
+        .create(&PostParams::default(), &bootstrap)
+        .await?;
+    let stacks: Api<GolfTrackerStack> = Api::namespaced(harness.client.clone(), NAMESPACE);
+    let vault_spec = serde_json::json!({"address": vault.address,
+        "auth": {"tokenSecretRef": {"name": "vault-bootstrap", "key": "token"}}});
+    stacks
+        .patch(
+            STACK,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"vault": vault_spec}})),
+        )
+        .await?;
+    let (operator, log_path) = run_as_chart_account(&harness, &manifest).await?;
+    let stack = golftracker_e2e::wait_stack_ready(&harness.client, Duration::from_secs(90)).await?;
+    let kv_secret = format!("{STACK}-worker-kv");
+    Api::<Secret>::namespaced(harness.client.clone(), NAMESPACE)
+        .get(&kv_secret)
+        .await
+        .with_context(|| format!("KV Secret {kv_secret} not delivered: {:?}", stack.status))?;
+
+    // Delivery by the Vault Secrets Operator: the operator applies VSO's objects.
+    install_vso_crds(&harness.client).await?;
+    stacks
+        .patch(
+            STACK,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!(
+                {"spec": {"vault": {"secretDelivery": "VaultSecretsOperator"}}}
+            )),
+        )
+        .await?;
+    for kind in ["VaultConnection", "VaultAuth", "VaultStaticSecret"] {
+        let objects: Api<DynamicObject> =
+            Api::namespaced_with(harness.client.clone(), NAMESPACE, &vso::api_resource(kind));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while objects.list(&ListParams::default()).await?.items.is_empty() {
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no {kind} applied: {}",
+                std::fs::read_to_string(&log_path)?
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    golftracker_e2e::wait_stack_ready(&harness.client, Duration::from_secs(60)).await?;
+    assert_nothing_refused(&operator, &log_path).await
 }
