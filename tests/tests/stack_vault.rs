@@ -14,9 +14,9 @@ use golftracker_crds::analysis::Phase;
 use golftracker_crds::stack::GolfTrackerStack;
 use golftracker_e2e::{
     Harness, NAMESPACE, STACK, enable_vault_kubernetes_auth, install_crds, install_vso_crds,
-    operator_vault_token_path, phase, service_account_token, synthetic_clip, temp_dir,
+    operator_vault_token_path, phase, service_account_token, start_cluster_with_vault,
+    synthetic_clip, temp_dir,
 };
-use golftracker_local_cluster::LocalClusterBuilder;
 use golftracker_operator::stack::delivery::LEASE_ID_ANNOTATION;
 use golftracker_operator::stack::vault::{Leased, VaultCall};
 use golftracker_operator::stack::vso;
@@ -94,15 +94,7 @@ async fn create_accounts(h: &Harness) {
 
 /// A harness on servers with Vault; the stack is created but no operator runs yet.
 async fn harness_with_vault() -> (Harness, VaultClient) {
-    golftracker_local_cluster::install_crypto_provider();
-    let cluster = LocalClusterBuilder::none()
-        .with_kube()
-        .with_s3()
-        .with_postgres()
-        .with_vault()
-        .start()
-        .await
-        .unwrap();
+    let cluster = start_cluster_with_vault().await.unwrap();
     install_crds(&cluster.kube_client().unwrap()).await.unwrap();
     let h = Harness::without_operator(cluster, 2).await.unwrap();
     let root = h.cluster.vault().unwrap().client().unwrap();
@@ -430,6 +422,23 @@ async fn vault_outage_marks_only_vault_not_ready_and_a_restarted_vault_is_provis
     golftracker_e2e::wait_stack_ready(&h.client, Duration::from_secs(90))
         .await
         .unwrap();
+
+    // Vault database credentials without spec.vault are refused by the API server.
+    let refused = Api::<GolfTrackerStack>::namespaced(h.client.clone(), NAMESPACE)
+        .patch(
+            STACK,
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"vault": null, "database": {"credentials":
+                {"secretRef": null, "vault": {"role": "r", "adminSecretRef": "golftracker-db"}}}}}),
+            ),
+        )
+        .await
+        .expect_err("credentials.vault without spec.vault");
+    assert!(
+        refused.to_string().contains("needs spec.vault"),
+        "{refused}"
+    );
 
     h.cluster.stop_server("vault").unwrap();
     let reason = wait_for("VaultReady False", || async {
