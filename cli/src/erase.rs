@@ -5,10 +5,12 @@
 use std::time::Duration;
 
 use golftracker_crds::analysis::Retention;
+use golftracker_operator::analysis::FINALIZER;
+use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
 
 use crate::cluster::Target;
-use crate::error::{Result, kube_error};
+use crate::error::{Error, Result, kube_error};
 
 pub async fn run(target: &Target, name: &str, erase_data: bool, timeout: Duration) -> Result<()> {
     let analysis = target.analysis(name).await?;
@@ -24,6 +26,11 @@ pub async fn run(target: &Target, name: &str, erase_data: bool, timeout: Duratio
         .map_err(kube_error("patch", "swinganalyses", &target.namespace))?;
         retention = Retention::Erase;
     }
+    if retention == Retention::Erase {
+        // Deleted before the operator added its finalizer, the object would go at once
+        // and its data would stay.
+        wait_for_erase_finalizer(target, name, timeout).await?;
+    }
     api.delete(name, &DeleteParams::default())
         .await
         .map_err(kube_error("delete", "swinganalyses", &target.namespace))?;
@@ -38,4 +45,23 @@ pub async fn run(target: &Target, name: &str, erase_data: bool, timeout: Duratio
         ),
     }
     Ok(())
+}
+
+async fn wait_for_erase_finalizer(target: &Target, name: &str, timeout: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let analysis = target.analysis(name).await?;
+        if analysis.finalizers().iter().any(|f| f == FINALIZER) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Error::Timeout {
+                seconds: timeout.as_secs(),
+                waiting_for: format!(
+                    "the operator has not taken on {name} (no {FINALIZER} finalizer); is it running?"
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -190,6 +190,26 @@ async fn submit_wait_list_get_report_and_erase() {
     assert!(h.analyses().get_opt("big-upload").await.unwrap().is_none());
     assert!(object_exists(&h, "videos/golfer-7/big-upload.mp4").await);
 
+    // Erased right after submit, before the operator got to it: the data goes all the same.
+    stdout(&golftracker(
+        &h,
+        &[
+            "submit",
+            clip.to_str().unwrap(),
+            "--stack",
+            STACK,
+            "--name",
+            "at-once",
+            "--user",
+            "golfer-7",
+            "--retention",
+            "Erase",
+        ],
+    ));
+    let erased = stdout(&golftracker(&h, &["erase", "at-once"]));
+    assert!(erased.contains("erased"), "{erased}");
+    assert!(!object_exists(&h, "videos/golfer-7/at-once.mp4").await);
+
     // --erase-data: video and report objects are gone when the command returns.
     let report_prefix = result
         .report_uri
