@@ -392,13 +392,20 @@ pub fn phase(a: &SwingAnalysis) -> Phase {
 
 /// The servers the end-to-end tests use: kube-apiserver, MinIO and PostgreSQL.
 pub async fn start_cluster() -> anyhow::Result<LocalCluster> {
+    Ok(e2e_servers().start().await?)
+}
+
+/// [`start_cluster`] and a Vault dev server.
+pub async fn start_cluster_with_vault() -> anyhow::Result<LocalCluster> {
+    Ok(e2e_servers().with_vault().start().await?)
+}
+
+fn e2e_servers() -> LocalClusterBuilder {
     golftracker_local_cluster::install_crypto_provider();
-    Ok(LocalClusterBuilder::none()
+    LocalClusterBuilder::none()
         .with_kube()
         .with_s3()
         .with_postgres()
-        .start()
-        .await?)
 }
 
 /// What a Vault administrator does before the operator can wire a stack: the Kubernetes

@@ -15,9 +15,8 @@ use golftracker_crds::stack::GolfTrackerStack;
 use golftracker_e2e::operator_process::{LEASE, OperatorProcess, free_port};
 use golftracker_e2e::{
     Harness, NAMESPACE, STACK, enable_vault_kubernetes_auth, install_vso_crds, operator_binary,
-    phase, service_account_kubeconfig_in, start_cluster, synthetic_clip,
+    phase, service_account_kubeconfig_in, start_cluster, start_cluster_with_vault, synthetic_clip,
 };
-use golftracker_local_cluster::LocalClusterBuilder;
 use golftracker_local_cluster::kube_apiserver::KubeEndpoint;
 use golftracker_operator::stack::vso;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -618,14 +617,7 @@ async fn installed_chart_runs_the_operator_as_its_service_account() -> anyhow::R
 #[tokio::test(flavor = "multi_thread")]
 async fn installed_chart_lets_the_operator_wire_vault_and_the_vault_secrets_operator()
 -> anyhow::Result<()> {
-    golftracker_local_cluster::install_crypto_provider();
-    let cluster = LocalClusterBuilder::none()
-        .with_kube()
-        .with_s3()
-        .with_postgres()
-        .with_vault()
-        .start()
-        .await?;
+    let cluster = start_cluster_with_vault().await?;
     let manifest = install_chart(cluster.kube()?)?;
     let harness = Harness::without_operator(cluster, 1).await?;
     let vault = harness.cluster.vault()?;
