@@ -423,6 +423,23 @@ async fn vault_outage_marks_only_vault_not_ready_and_a_restarted_vault_is_provis
         .await
         .unwrap();
 
+    // Vault database credentials without spec.vault are refused by the API server.
+    let refused = Api::<GolfTrackerStack>::namespaced(h.client.clone(), NAMESPACE)
+        .patch(
+            STACK,
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"vault": null, "database": {"credentials":
+                {"secretRef": null, "vault": {"role": "r", "adminSecretRef": "golftracker-db"}}}}}),
+            ),
+        )
+        .await
+        .expect_err("credentials.vault without spec.vault");
+    assert!(
+        refused.to_string().contains("needs spec.vault"),
+        "{refused}"
+    );
+
     h.cluster.stop_server("vault").unwrap();
     let reason = wait_for("VaultReady False", || async {
         condition(&h, "VaultReady")
