@@ -13,9 +13,8 @@ use std::time::Duration;
 use golftracker_crds::analysis::Phase;
 use golftracker_crds::stack::GolfTrackerStack;
 use golftracker_e2e::{
-    Harness, NAMESPACE, STACK, enable_vault_kubernetes_auth, install_crds, install_vso_crds,
-    operator_vault_token_path, phase, service_account_token, start_cluster_with_vault,
-    synthetic_clip, temp_dir,
+    Harness, NAMESPACE, STACK, install_crds, install_vso_crds, operator_vault_token_path, phase,
+    service_account_token, start_cluster_with_vault, synthetic_clip, temp_dir,
 };
 use golftracker_operator::stack::delivery::LEASE_ID_ANNOTATION;
 use golftracker_operator::stack::vault::{Leased, VaultCall};
@@ -46,7 +45,10 @@ async fn token(h: &Harness, account: &str) -> String {
 /// What the Vault administrator sets up before the operator can work: the Kubernetes
 /// auth method and the operator's role and policy. Run again after a dev Vault restart.
 async fn configure_vault_as_admin(h: &Harness, root: &VaultClient) {
-    enable_vault_kubernetes_auth(&h.cluster, root)
+    h.cluster
+        .vault()
+        .unwrap()
+        .enable_kubernetes_auth(h.cluster.kube().unwrap())
         .await
         .expect("enable and configure kubernetes auth");
     vaultrs::sys::policy::set(
