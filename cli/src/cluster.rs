@@ -72,10 +72,17 @@ impl Target {
         if conditions::is_true(conditions, condition::READY) {
             return Ok(stack);
         }
-        let reason = conditions::find(conditions, condition::READY).map_or_else(
-            || "the operator has not reported on it yet (is it running?)".to_owned(),
-            show::condition_text,
-        );
+        // The parts that fail say why; Ready itself only names them.
+        let failing: Vec<String> = conditions
+            .iter()
+            .filter(|c| c.type_ != condition::READY && c.status != conditions::TRUE)
+            .map(|c| format!("{} {}", c.type_, show::condition_text(c)))
+            .collect();
+        let reason = match conditions::find(conditions, condition::READY) {
+            None => "the operator has not reported on it yet (is it running?)".to_owned(),
+            Some(ready) if failing.is_empty() => show::condition_text(ready),
+            Some(_) => failing.join("; "),
+        };
         Err(Error::StackNotReady {
             name: name.to_owned(),
             reason,

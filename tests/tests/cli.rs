@@ -5,10 +5,14 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use golftracker_crds::analysis::Phase;
+use golftracker_crds::stack::GolfTrackerStack;
 use golftracker_e2e::{
     BUCKET, Harness, NAMESPACE, STACK, cli_binary, phase, service_account_kubeconfig,
     synthetic_clip, temp_dir,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
+use kube::api::PostParams;
 
 /// Runs `golftracker ARGS` with the admin kubeconfig.
 fn golftracker(h: &Harness, args: &[&str]) -> Output {
@@ -244,6 +248,39 @@ async fn clear_errors_for_missing_stack_non_video_and_no_permission() {
             "stack \"nope\" not found in namespace \"{NAMESPACE}\""
         )),
         "{missing}"
+    );
+
+    // A stack whose S3 credentials Secret does not exist never becomes Ready.
+    let stacks: Api<GolfTrackerStack> = Api::namespaced(h.client.clone(), NAMESPACE);
+    let mut broken = stacks.get(STACK).await.unwrap();
+    broken.metadata = ObjectMeta {
+        name: Some("broken".into()),
+        namespace: Some(NAMESPACE.into()),
+        ..Default::default()
+    };
+    broken.status = None;
+    broken.spec.storage.bucket = "golftracker-broken".into();
+    broken.spec.storage.credentials_secret = Some("no-such-secret".into());
+    stacks
+        .create(&PostParams::default(), &broken)
+        .await
+        .unwrap();
+    // Submit once the operator has said what is wrong with it.
+    for _ in 0..120 {
+        let status = stacks.get("broken").await.unwrap().status;
+        if status.is_some_and(|s| !s.conditions.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let not_ready = failure(&golftracker(
+        &h,
+        &["submit", clip.to_str().unwrap(), "--stack", "broken"],
+    ));
+    assert!(
+        not_ready.contains("stack \"broken\" is not Ready: StorageReady")
+            && not_ready.contains("no-such-secret"),
+        "{not_ready}"
     );
 
     let text = dir.join("notes.mp4");
