@@ -529,7 +529,9 @@ async fn run_as_chart_account(
     Ok((operator, log_path))
 }
 
-/// No call was refused: nothing forbidden logged, no Kubernetes API errors counted.
+/// No call was refused: every refusal (a reconcile error, an Event that could not be
+/// published) is logged with the API server's "forbidden", and none is. Other API errors
+/// (a conflict under load, a timeout) are retried and say nothing about RBAC.
 async fn assert_nothing_refused(operator: &OperatorProcess, log_path: &Path) -> anyhow::Result<()> {
     let log = std::fs::read_to_string(log_path)?;
     let refused: Vec<&str> = log
@@ -545,17 +547,6 @@ async fn assert_nothing_refused(operator: &OperatorProcess, log_path: &Path) -> 
     assert!(
         metrics.contains("golftracker_operator_reconciles_total"),
         "{metrics}"
-    );
-    let api_errors: Vec<&str> = metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("golftracker_operator_reconcile_errors_total")
-                && l.contains("kind=\"kube\"")
-        })
-        .collect();
-    assert!(
-        api_errors.is_empty(),
-        "Kubernetes API errors: {api_errors:?}\n{log}"
     );
     Ok(())
 }
@@ -585,19 +576,25 @@ async fn installed_chart_runs_the_operator_as_its_service_account() -> anyhow::R
         .wait_finished(&["rbac-proof".to_owned()], Duration::from_secs(300))
         .await?;
     assert_eq!(phase(&done[0]), Phase::Succeeded, "{:?}", done[0].status);
-    let events = Api::<Event>::namespaced(admin.clone(), NAMESPACE)
+    // The Event of the last phase change follows the status write; wait for it.
+    let events = Api::<Event>::namespaced(admin.clone(), NAMESPACE);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !events
         .list(&ListParams::default())
-        .await?;
-    assert!(
-        events
-            .items
-            .iter()
-            .any(
-                |e| e.reporting_controller.as_deref() == Some("golftracker-operator")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("rbac-proof")
-            ),
-        "the operator published no Event for the analysis"
-    );
+        .await?
+        .items
+        .iter()
+        .any(|e| {
+            e.reporting_controller.as_deref() == Some("golftracker-operator")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("rbac-proof")
+        })
+    {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the operator published no Event for the analysis"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     harness
         .analyses()
         .delete("rbac-proof", &DeleteParams::default())
