@@ -284,6 +284,10 @@ fn default_values_render_a_restricted_leader_elected_operator() -> anyhow::Resul
         "metadata.namespace"
     );
     assert!(
+        env_value(container, "VAULT_SA_TOKEN_PATH").is_none(),
+        "default: Vault login with the pod's own token"
+    );
+    assert!(
         env_value(container, "WATCH_NAMESPACE").is_none(),
         "default watches all namespaces"
     );
@@ -380,6 +384,33 @@ fn production_values_render_namespaced_rbac_irsa_and_a_service_monitor() -> anyh
         "golftracker"
     );
     assert!(container["image"].as_str().unwrap().contains(".dkr.ecr."));
+    // Vault login with a projected token of Vault's audience, where the operator reads it.
+    let token_path = env_value(container, "VAULT_SA_TOKEN_PATH").unwrap()["value"]
+        .as_str()
+        .unwrap();
+    let pod = &find(&objects, "Deployment", FULLNAME)["spec"]["template"]["spec"];
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "vault-token")
+        .unwrap();
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "vault-token")
+        .unwrap();
+    let source = &volume["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(source["audience"], "vault");
+    assert_eq!(
+        token_path,
+        format!(
+            "{}/{}",
+            mount["mountPath"].as_str().unwrap(),
+            source["path"].as_str().unwrap()
+        )
+    );
     let monitor = find(&objects, "ServiceMonitor", FULLNAME);
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
     assert_eq!(
