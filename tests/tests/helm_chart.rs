@@ -10,18 +10,21 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use golftracker_crds::analysis::Phase;
+use golftracker_crds::analysis::{Phase, SwingAnalysis};
 use golftracker_crds::stack::GolfTrackerStack;
 use golftracker_e2e::operator_process::{LEASE, OperatorProcess, free_port};
 use golftracker_e2e::{
     Harness, NAMESPACE, STACK, enable_vault_kubernetes_auth, install_vso_crds, operator_binary,
-    phase, service_account_kubeconfig_in, start_cluster, start_cluster_with_vault, synthetic_clip,
+    phase, service_account_kubeconfig, service_account_kubeconfig_in, start_cluster,
+    start_cluster_with_vault, synthetic_clip,
 };
-use golftracker_local_cluster::kube_apiserver::KubeEndpoint;
+use golftracker_local_cluster::LocalClusterBuilder;
+use golftracker_local_cluster::kube_apiserver::{KubeEndpoint, client_from_kubeconfig};
 use golftracker_operator::stack::vso;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Api;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::Value;
@@ -704,4 +707,98 @@ async fn installed_chart_lets_the_operator_wire_vault_and_the_vault_secrets_oper
     }
     golftracker_e2e::wait_stack_ready(&harness.client, Duration::from_secs(60)).await?;
     assert_nothing_refused(&operator, &log_path).await
+}
+
+fn is_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> bool {
+    matches!(result, Err(kube::Error::Api(ref status)) if status.code == 403)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_roles_let_a_backend_submit_and_a_dashboard_read_and_nothing_more()
+-> anyhow::Result<()> {
+    golftracker_local_cluster::install_crypto_provider();
+    let cluster = LocalClusterBuilder::none().with_kube().start().await?;
+    install_chart(cluster.kube()?)?;
+    let admin = cluster.kube_client()?;
+    for (account, role) in [
+        ("backend", "golftracker-submitter"),
+        ("dashboard", "golftracker-viewer"),
+    ] {
+        let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": account, "namespace": NAMESPACE},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}],
+        }))?;
+        Api::<RoleBinding>::namespaced(admin.clone(), NAMESPACE)
+            .create(&PostParams::default(), &binding)
+            .await?;
+    }
+    let as_account = |account: &'static str| {
+        let cluster = &cluster;
+        async move {
+            let kubeconfig = service_account_kubeconfig(cluster, account).await?;
+            anyhow::Ok(client_from_kubeconfig(&kubeconfig).await?)
+        }
+    };
+    let backend = as_account("backend").await?;
+    let dashboard = as_account("dashboard").await?;
+    let analysis: SwingAnalysis = serde_json::from_value(serde_json::json!({
+        "apiVersion": "golftracker.io/v1alpha1", "kind": "SwingAnalysis",
+        "metadata": {"name": "submitted", "namespace": NAMESPACE},
+        "spec": {"stackRef": {"name": "any"}, "video": "videos/a.mp4", "golfer": {"userId": "u"}},
+    }))?;
+
+    // The backend submits and follows analyses (once the CRD is served).
+    let analyses: Api<SwingAnalysis> = Api::namespaced(backend.clone(), NAMESPACE);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = analyses.create(&PostParams::default(), &analysis).await {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "backend cannot submit: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    analyses.get("submitted").await?;
+    analyses.list(&ListParams::default()).await?;
+    // ... and nothing else: no edits, no deletes, no stacks, no Secrets.
+    assert!(is_forbidden(
+        analyses.delete("submitted", &DeleteParams::default()).await
+    ));
+    assert!(is_forbidden(
+        analyses
+            .patch(
+                "submitted",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"priority": 9}})),
+            )
+            .await
+    ));
+    assert!(is_forbidden(
+        Api::<GolfTrackerStack>::namespaced(backend.clone(), NAMESPACE)
+            .list(&ListParams::default())
+            .await
+    ));
+    assert!(is_forbidden(
+        Api::<Secret>::namespaced(backend, NAMESPACE)
+            .list(&ListParams::default())
+            .await
+    ));
+
+    // The dashboard reads analyses and stacks, and writes nothing.
+    let read: Api<SwingAnalysis> = Api::namespaced(dashboard.clone(), NAMESPACE);
+    assert_eq!(read.list(&ListParams::default()).await?.items.len(), 1);
+    Api::<GolfTrackerStack>::namespaced(dashboard.clone(), NAMESPACE)
+        .list(&ListParams::default())
+        .await?;
+    let mut another = analysis.clone();
+    another.metadata.name = Some("from-dashboard".into());
+    assert!(is_forbidden(
+        read.create(&PostParams::default(), &another).await
+    ));
+    assert!(is_forbidden(
+        Api::<Secret>::namespaced(dashboard, NAMESPACE)
+            .list(&ListParams::default())
+            .await
+    ));
+    Ok(())
 }
