@@ -84,48 +84,78 @@ fn loaded(binary: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
         .collect())
 }
 
-/// The Debian package that ships a library file (either side of the /usr merge).
-fn owning_package(path: &Path) -> anyhow::Result<String> {
-    let path = path.to_string_lossy();
-    let merged = match path.strip_prefix("/usr") {
-        Some(rest) => rest.to_owned(),
-        None => format!("/usr{path}"),
-    };
-    for candidate in [path.as_ref(), merged.as_str()] {
-        let out = Command::new("dpkg").args(["-S", candidate]).output()?;
-        if out.status.success() {
-            let line = String::from_utf8(out.stdout)?;
-            let package = line.split(':').next().unwrap_or_default().trim().to_owned();
-            return Ok(package);
-        }
-    }
-    anyhow::bail!("no Debian package ships {path}")
+/// Every library the loader maps for the binary, soname → the Debian package that ships
+/// it: one `dpkg -S` for all, asked for both sides of the /usr merge.
+fn loaded_packages(binary: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let unmerged = |path: &str| path.strip_prefix("/usr").unwrap_or(path).to_owned();
+    let loaded: Vec<(String, String)> = loaded(binary)?
+        .into_iter()
+        .map(|(soname, path)| (soname, unmerged(&path.to_string_lossy())))
+        .collect();
+    let candidates = loaded
+        .iter()
+        .flat_map(|(_, path)| [path.clone(), format!("/usr{path}")]);
+    // Exits 1 as one side of the merge is always unknown; the known side is printed.
+    let out = Command::new("dpkg").arg("-S").args(candidates).output()?;
+    let owners: BTreeMap<String, String> = String::from_utf8(out.stdout)?
+        .lines()
+        .filter(|line| !line.starts_with("diversion "))
+        .filter_map(|line| {
+            let (packages, path) = line.split_once(": ")?;
+            let package = packages.split([':', ',']).next()?.trim();
+            Some((unmerged(path), package.to_owned()))
+        })
+        .collect();
+    loaded
+        .into_iter()
+        .map(|(soname, path)| {
+            let package = owners
+                .get(&path)
+                .with_context(|| format!("no Debian package ships {path} ({soname})"))?;
+            Ok((soname, package.clone()))
+        })
+        .collect()
 }
 
-fn installed(package: &str) -> bool {
-    output("dpkg-query", &["-W", "-f=${Status}", package])
-        .is_ok_and(|status| status.contains("install ok installed"))
+/// Depends and Pre-Depends of every installed package, from one dpkg-query.
+fn installed_dependencies() -> anyhow::Result<BTreeMap<String, String>> {
+    Ok(output(
+        "dpkg-query",
+        &[
+            "-W",
+            "-f=${Package}\t${Status}\t${Depends}, ${Pre-Depends}\n",
+        ],
+    )?
+    .lines()
+    .filter_map(|line| {
+        let mut fields = line.splitn(3, '\t');
+        let (package, status, depends) = (fields.next()?, fields.next()?, fields.next()?);
+        status
+            .ends_with("installed")
+            .then(|| (package.to_owned(), depends.to_owned()))
+    })
+    .collect())
 }
 
 /// The packages apt installs for `roots`: their Depends and Pre-Depends, recursively
 /// (of alternatives, the installed one, as apt would have picked here).
 fn dependency_closure(roots: impl IntoIterator<Item = String>) -> anyhow::Result<BTreeSet<String>> {
+    let installed = installed_dependencies()?;
     let mut seen = BTreeSet::new();
     let mut todo: Vec<String> = roots.into_iter().collect();
     while let Some(package) = todo.pop() {
         if !seen.insert(package.clone()) {
             continue;
         }
-        let depends = output(
-            "dpkg-query",
-            &["-W", "-f=${Depends}, ${Pre-Depends}", &package],
-        )?;
+        let depends = installed
+            .get(&package)
+            .with_context(|| format!("{package} is not installed here"))?;
         for alternatives in depends.split(',').filter(|d| !d.trim().is_empty()) {
             let picked = alternatives
                 .split('|')
                 .filter_map(|a| a.split_whitespace().next())
                 .map(|name| name.split(':').next().unwrap_or(name))
-                .find(|name| installed(name));
+                .find(|name| installed.contains_key(*name));
             if let Some(name) = picked {
                 todo.push(name.to_owned());
             }
@@ -136,18 +166,20 @@ fn dependency_closure(roots: impl IntoIterator<Item = String>) -> anyhow::Result
 
 /// Packages of the libraries the binary asks for directly, base packages left out.
 fn direct_packages(binary: &Path) -> anyhow::Result<BTreeSet<String>> {
-    let loaded = loaded(binary)?;
-    let mut packages = BTreeSet::new();
-    for soname in needed(binary)? {
-        let path = loaded
-            .get(&soname)
-            .with_context(|| format!("{soname} is needed but not loaded"))?;
-        packages.insert(owning_package(path)?);
-    }
-    Ok(packages
+    let packages = loaded_packages(binary)?;
+    needed(binary)?
         .into_iter()
-        .filter(|p| !BASE_PACKAGES.contains(&p.as_str()))
-        .collect())
+        .map(|soname| {
+            packages
+                .get(&soname)
+                .cloned()
+                .with_context(|| format!("{soname} is needed but not loaded"))
+        })
+        .filter(|p| {
+            p.as_ref()
+                .map_or(true, |p| !BASE_PACKAGES.contains(&p.as_str()))
+        })
+        .collect()
 }
 
 #[test]
@@ -166,11 +198,7 @@ fn worker_image_installs_exactly_the_libraries_the_worker_links() -> anyhow::Res
             .cloned()
             .chain(BASE_PACKAGES.map(str::to_owned)),
     )?;
-    for (soname, path) in loaded(&binary)? {
-        if soname.starts_with("linux-vdso") {
-            continue;
-        }
-        let package = owning_package(&path)?;
+    for (soname, package) in loaded_packages(&binary)? {
         assert!(
             closure.contains(&package),
             "{soname} ({package}) would be missing from the image"
