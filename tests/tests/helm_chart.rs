@@ -24,7 +24,7 @@ use golftracker_operator::stack::vso;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::Api;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::Value;
@@ -714,7 +714,7 @@ fn is_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn user_roles_let_a_backend_submit_and_a_dashboard_read_and_nothing_more()
+async fn user_roles_let_a_backend_submit_and_a_dashboard_read_and_uninstall_keeps_the_crds()
 -> anyhow::Result<()> {
     golftracker_local_cluster::install_crypto_provider();
     let cluster = LocalClusterBuilder::none().with_kube().start().await?;
@@ -800,5 +800,26 @@ async fn user_roles_let_a_backend_submit_and_a_dashboard_read_and_nothing_more()
             .list(&ListParams::default())
             .await
     ));
+
+    // `helm uninstall` keeps the CRDs (resource-policy keep) and so every analysis.
+    helm_ok(&[
+        "uninstall",
+        RELEASE,
+        "--kubeconfig",
+        cluster.kube()?.kubeconfig.to_str().unwrap(),
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--wait",
+    ])?;
+    Api::<SwingAnalysis>::namespaced(admin.clone(), NAMESPACE)
+        .get("submitted")
+        .await?;
+    assert!(
+        Api::<ClusterRole>::all(admin)
+            .get_opt("golftracker-submitter")
+            .await?
+            .is_none(),
+        "the release's other objects go"
+    );
     Ok(())
 }
