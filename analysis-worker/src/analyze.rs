@@ -2,22 +2,28 @@
 //! over the swing window only, events and metrics, report JSON and PNG.
 //!
 //! The video is decoded twice rather than buffered: the first pass needs only
-//! tiny frames, the second scales only the frames of the swing window, so
-//! memory stays bounded whatever the clip's length and resolution.
+//! tiny frames (decoded without deblocking), the second decodes up to the end
+//! of the swing window and scales only its frames, so memory stays bounded
+//! whatever the clip's length and resolution. Each pass decodes on a thread
+//! of its own, a few frames ahead of the motion pass or the pose model.
 
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::mpsc;
 use std::time::Instant;
 
 use golftracker_results_db::Report;
 
 use crate::Error;
 use crate::decode::{Limits, VideoReader, fit_within};
+use crate::frame::Frame;
 use crate::motion::MotionPass;
 use crate::plot::{self, Thumbnail};
 use crate::pose::PoseEstimator;
 use crate::swing::{self, CameraView, PoseSample, SwingError};
 
+/// Frames decoded ahead of their consumer (bounds the frames held in memory).
+const DECODE_AHEAD: usize = 4;
 /// Longest side of the frames of the motion pass.
 const MOTION_SIDE: u32 = 160;
 /// Longest side of the frames given to the pose model: its crops are 256 px, so
@@ -53,15 +59,9 @@ pub fn analyze_video(
     );
     let (mw, mh) = fit_within(info.width, info.height, MOTION_SIDE);
     let mut motion = MotionPass::new(mw, mh);
-    let frames = reader.decode(
-        mw,
-        mh,
-        |_| true,
-        |frame| {
-            motion.push(&frame)?;
-            Ok(ControlFlow::Continue(()))
-        },
-    )?;
+    let frames = decode_ahead(reader.draft(), (mw, mh), (0.0, f64::INFINITY), |frame| {
+        motion.push(&frame)
+    })?;
     let summary = motion.finish()?;
     // The frame rate the timestamps show, not the container's estimate.
     let fps = match (summary.times.first(), summary.times.last()) {
@@ -86,21 +86,17 @@ pub fn analyze_video(
     let pose_started = Instant::now();
     let mut samples = Vec::new();
     let mut thumbs = Vec::new();
-    VideoReader::open(path, options.limits)?.decode(
-        pw,
-        ph,
-        |t| t >= window.0 && t <= window.1,
-        |frame| {
-            let pose = estimator.estimate(&frame, region)?;
-            thumbs.push(Thumbnail::of(&frame));
-            samples.push(PoseSample {
-                frame: frame.index as u64,
-                time_s: frame.time_s,
-                pose,
-            });
-            Ok(ControlFlow::Continue(()))
-        },
-    )?;
+    let reader = VideoReader::open(path, options.limits)?;
+    decode_ahead(reader, (pw, ph), window, |frame| {
+        let pose = estimator.estimate(&frame, region)?;
+        thumbs.push(Thumbnail::of(&frame));
+        samples.push(PoseSample {
+            frame: frame.index as u64,
+            time_s: frame.time_s,
+            pose,
+        });
+        Ok(())
+    })?;
     let found = samples.iter().filter(|s| s.pose.is_some()).count();
     eprintln!(
         "analyze: pose model on {} frames ({found} with a person) in {:.2} s",
@@ -126,4 +122,88 @@ pub fn analyze_video(
     let png = plot::render(&report, &samples, &thumbs)?;
     eprintln!("analyze: done in {:.2} s", started.elapsed().as_secs_f64());
     Ok(Analysis { report, png })
+}
+
+/// Decodes `reader` on a thread of its own, scaled to `size`, and hands the
+/// frames from `span.0` to `span.1` seconds to `consume` in order: decoding
+/// and scaling the next frames overlaps the work on this one (the pose
+/// model's late layers leave cores idle). Returns the number of frames decoded.
+fn decode_ahead(
+    reader: VideoReader,
+    (width, height): (u32, u32),
+    (from_s, until_s): (f64, f64),
+    consume: impl FnMut(Frame) -> Result<(), Error>,
+) -> Result<usize, Error> {
+    let (frames, queue) = mpsc::sync_channel::<Frame>(DECODE_AHEAD);
+    std::thread::scope(|scope| {
+        let decoder = scope.spawn(move || {
+            reader.decode(
+                width,
+                height,
+                |t| t >= from_s,
+                |frame| {
+                    // Past the span, or the consumer failed (and says why below).
+                    if frame.time_s > until_s || frames.send(frame).is_err() {
+                        return Ok(ControlFlow::Break(()));
+                    }
+                    Ok(ControlFlow::Continue(()))
+                },
+            )
+        });
+        let consumed = consume_all(queue, consume);
+        let decoded = decoder
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        consumed.and(decoded)
+    })
+}
+
+/// Takes `queue` by value so that it is dropped, and the decoder stopped, on an error.
+fn consume_all(
+    queue: mpsc::Receiver<Frame>,
+    consume: impl FnMut(Frame) -> Result<(), Error>,
+) -> Result<(), Error> {
+    queue.into_iter().try_for_each(consume)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::{ClipFormat, write_clips};
+
+    #[test]
+    fn decode_ahead_hands_over_the_span_in_order_and_stops_at_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let format = ClipFormat {
+            width: 320,
+            height: 240,
+            fps: 30,
+            seconds: 1.0,
+        };
+        let path = write_clips(dir.path(), 1, 1, format).unwrap().remove(0);
+        let open = || VideoReader::open(&path, Limits::default()).unwrap();
+
+        let mut seen = Vec::new();
+        decode_ahead(open(), (32, 24), (0.18, 0.52), |frame| {
+            assert_eq!((frame.width, frame.height), (32, 24));
+            seen.push(frame.index);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, (6..=15).collect::<Vec<_>>());
+
+        let mut consumed = 0;
+        let stopped = decode_ahead(open(), (32, 24), (0.0, f64::INFINITY), |_| {
+            consumed += 1;
+            if consumed == 3 {
+                return Err(Error::Config("consumer failed".into()));
+            }
+            Ok(())
+        });
+        assert!(
+            matches!(&stopped, Err(Error::Config(m)) if m == "consumer failed"),
+            "{stopped:?}"
+        );
+        assert_eq!(consumed, 3);
+    }
 }

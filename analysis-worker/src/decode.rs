@@ -55,6 +55,7 @@ pub struct VideoReader {
     start_pts: i64,
     info: VideoInfo,
     limits: Limits,
+    scaling: scaling::Flags,
 }
 
 /// Clockwise display rotation (0, 90, 180, 270) from an FFmpeg display matrix
@@ -195,7 +196,17 @@ impl VideoReader {
             start_pts,
             info,
             limits,
+            scaling: scaling::Flags::BILINEAR,
         })
+    }
+
+    /// Decodes for a rough look at a fraction of the resolution (the motion
+    /// pass): no deblocking filter and the cheapest scaling, about a third
+    /// less decoding work; the blocking it leaves is gone at that size.
+    pub fn draft(mut self) -> Self {
+        self.decoder.skip_loop_filter(ffmpeg::Discard::All);
+        self.scaling = scaling::Flags::FAST_BILINEAR;
+        self
     }
 
     pub fn info(&self) -> &VideoInfo {
@@ -225,7 +236,7 @@ impl VideoReader {
             Pixel::RGB24,
             scaled_w,
             scaled_h,
-            scaling::Flags::BILINEAR,
+            self.scaling,
         )
         .map_err(Error::Decode)?;
         let mut index = 0usize;

@@ -15,6 +15,13 @@ const BATCH: usize = 16;
 /// with their own usual level.
 const CELL: usize = 8;
 
+/// The first CUDA GPU when the worker is built with the `cuda` feature and
+/// one is present, else the CPU (`cuda_if_available` is always the CPU
+/// without the feature).
+fn compute_device() -> Device {
+    Device::cuda_if_available(0).unwrap_or(Device::Cpu)
+}
+
 /// Accumulates motion over a stream of equally sized small frames.
 pub struct MotionPass {
     device: Device,
@@ -46,7 +53,7 @@ pub struct MotionSummary {
 impl MotionPass {
     pub fn new(width: u32, height: u32) -> Self {
         MotionPass {
-            device: Device::Cpu,
+            device: compute_device(),
             width: width as usize,
             height: height as usize,
             pending: Vec::new(),
@@ -314,18 +321,21 @@ mod tests {
         }
     }
 
+    /// 2 s still, 1 s of a square moving right at x 20..50, 2 s still.
+    fn square_x(i: usize) -> u32 {
+        match i {
+            0..60 => 20,
+            60..90 => 20 + (i as u32 - 60),
+            _ => 50,
+        }
+    }
+
     #[test]
     fn finds_the_moving_burst_and_where_it_is() {
         let (w, h) = (80, 40);
         let mut pass = MotionPass::new(w, h);
-        // 2 s still, 1 s of a square moving right at x 20..50, 2 s still.
         for i in 0..150usize {
-            let x = match i {
-                0..60 => 20,
-                60..90 => 20 + (i as u32 - 60),
-                _ => 50,
-            };
-            pass.push(&frame(i, w, h, Some(x))).unwrap();
+            pass.push(&frame(i, w, h, Some(square_x(i)))).unwrap();
         }
         let summary = pass.finish().unwrap();
         assert_eq!(summary.energy.len(), 150);
@@ -350,12 +360,7 @@ mod tests {
         let (w, h) = (80, 40);
         let mut pass = MotionPass::new(w, h);
         for i in 0..150usize {
-            let x = match i {
-                0..60 => 20,
-                60..90 => 20 + (i as u32 - 60),
-                _ => 50,
-            };
-            let mut f = frame(i, w, h, Some(x));
+            let mut f = frame(i, w, h, Some(square_x(i)));
             // A horizon across the whole frame, its edge flickering with camera shake.
             let shade = if i % 2 == 0 { 45 } else { 50 };
             for px in 0..w {
