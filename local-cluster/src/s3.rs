@@ -84,6 +84,11 @@ pub(crate) async fn start(
         .env("MINIO_ROOT_USER", &endpoint.access_key)
         .env("MINIO_ROOT_PASSWORD", &endpoint.secret_key)
         .env("MINIO_BROWSER", "off")
+        // A static KMS key, so SSE-S3 default bucket encryption works as on AWS.
+        .env(
+            "MINIO_KMS_SECRET_KEY",
+            format!("golftracker-local:{}", kms_key()),
+        )
         // A single drive on the root disk is refused outside CI/CD mode.
         .env("MINIO_CI_CD", "1")
         .env("MINIO_UPDATE", "off")
@@ -91,4 +96,11 @@ pub(crate) async fn start(
     let mut minio = minio.spawn()?;
     minio.wait_ready(READY_TIMEOUT, || endpoint.ping()).await?;
     Ok((minio, endpoint))
+}
+
+/// A random 256-bit key, base64 (MinIO's `MINIO_KMS_SECRET_KEY` format).
+fn kms_key() -> String {
+    use base64::Engine;
+    let key: [u8; 32] = rand::random();
+    base64::engine::general_purpose::STANDARD.encode(key)
 }
