@@ -77,8 +77,32 @@ pub(crate) fn secret_key<'a>(
 /// An S3 client for the stack's bucket: static keys from `credentialsSecret` when set,
 /// else the default AWS chain (IRSA web identity on EKS).
 pub async fn s3_client(client: &Client, stack: &GolfTrackerStack) -> Result<aws_sdk_s3::Client> {
-    let storage = &stack.spec.storage;
+    let credentials = s3_credentials(client, stack).await?;
+    Ok(build_s3_client(stack, credentials.map(|(_, c)| c)).await)
+}
+
+/// The static keys of `credentialsSecret` with the Secret's resourceVersion, or `None`
+/// for the default AWS chain.
+async fn s3_credentials(
+    client: &Client,
+    stack: &GolfTrackerStack,
+) -> Result<Option<(String, Credentials)>> {
+    let Some(name) = &stack.spec.storage.credentials_secret else {
+        return Ok(None);
+    };
     let namespace = stack.namespace().unwrap_or_default();
+    let (version, data) = secret_data(client, &namespace, name, "S3 credentials").await?;
+    let id = secret_key(&data, S3_ACCESS_KEY_ID_KEY, "S3 credentials", name)?;
+    let secret = secret_key(&data, S3_SECRET_ACCESS_KEY_KEY, "S3 credentials", name)?;
+    let credentials = Credentials::new(id, secret, None, None, "golftracker-stack-secret");
+    Ok(Some((version, credentials)))
+}
+
+async fn build_s3_client(
+    stack: &GolfTrackerStack,
+    credentials: Option<Credentials>,
+) -> aws_sdk_s3::Client {
+    let storage = &stack.spec.storage;
     let mut config = aws_sdk_s3::config::Builder::new()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(Region::new(storage.region.clone()))
@@ -93,19 +117,8 @@ pub async fn s3_client(client: &Client, stack: &GolfTrackerStack) -> Result<aws_
     if let Some(endpoint) = &storage.endpoint {
         config = config.endpoint_url(endpoint);
     }
-    match &storage.credentials_secret {
-        Some(name) => {
-            let (_, data) = secret_data(client, &namespace, name, "S3 credentials").await?;
-            let id = secret_key(&data, S3_ACCESS_KEY_ID_KEY, "S3 credentials", name)?;
-            let secret = secret_key(&data, S3_SECRET_ACCESS_KEY_KEY, "S3 credentials", name)?;
-            config = config.credentials_provider(Credentials::new(
-                id,
-                secret,
-                None,
-                None,
-                "golftracker-stack-secret",
-            ));
-        }
+    match credentials {
+        Some(credentials) => config = config.credentials_provider(credentials),
         None => {
             let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .load()
@@ -115,7 +128,53 @@ pub async fn s3_client(client: &Client, stack: &GolfTrackerStack) -> Result<aws_
             }
         }
     }
-    Ok(aws_sdk_s3::Client::from_conf(config.build()))
+    aws_sdk_s3::Client::from_conf(config.build())
+}
+
+/// S3 clients per stack, reused while the stack's storage settings and its credentials
+/// Secret (resourceVersion) are unchanged: a client owns a connection pool and TLS
+/// set-up, and building one per reconcile dominated the operator's time and memory
+/// with many analyses.
+#[derive(Default)]
+pub struct S3Clients {
+    clients: Mutex<HashMap<String, (String, aws_sdk_s3::Client)>>,
+}
+
+impl S3Clients {
+    pub async fn get(
+        &self,
+        client: &Client,
+        stack: &GolfTrackerStack,
+    ) -> Result<aws_sdk_s3::Client> {
+        let credentials = s3_credentials(client, stack).await?;
+        let storage = &stack.spec.storage;
+        let fingerprint = format!(
+            "{:?}|{}|{}|{}",
+            storage.endpoint,
+            storage.region,
+            storage.force_path_style,
+            credentials
+                .as_ref()
+                .map(|(v, _)| v.as_str())
+                .unwrap_or("default-chain"),
+        );
+        let key = format!(
+            "{}/{}",
+            stack.namespace().unwrap_or_default(),
+            stack.name_any()
+        );
+        if let Some((cached, s3)) = self.clients.lock().await.get(&key)
+            && *cached == fingerprint
+        {
+            return Ok(s3.clone());
+        }
+        let s3 = build_s3_client(stack, credentials.map(|(_, c)| c)).await;
+        self.clients
+            .lock()
+            .await
+            .insert(key, (fingerprint, s3.clone()));
+        Ok(s3)
+    }
 }
 
 /// Connection pools to stacks' results databases, reused while the credentials Secret

@@ -12,7 +12,6 @@ use tracing::info;
 
 use super::{Context, stack_ref, update_status, with_condition};
 use crate::error::{Error, Result};
-use crate::external;
 
 /// Deletes every version (and delete marker) of the objects under `prefix`; with
 /// `exact`, only the object named `prefix` itself. Returns how many were deleted.
@@ -68,7 +67,7 @@ async fn erase(analysis: &SwingAnalysis, ctx: &Context) -> Result<String> {
     let stack = ctx.stacks.get(&ObjectRef::new(&stack_name).within(&namespace)).ok_or_else(|| Error::Finalizer(format!(
         "cannot erase: GolfTrackerStack {namespace}/{stack_name} (which knows the bucket and database) does not exist"
     )))?;
-    let s3 = external::s3_client(&ctx.client, &stack).await?;
+    let s3 = ctx.s3.get(&ctx.client, &stack).await?;
     let video = super::job::video_uri(analysis, &stack);
     let reports = super::job::report_prefix_uri(analysis, &stack)?;
     let mut objects = 0;

@@ -31,7 +31,7 @@ use tokio::sync::{Mutex, mpsc};
 use tracing::{info, instrument, warn};
 
 use crate::error::{Error, Result};
-use crate::external::{self, DatabasePools};
+use crate::external::{DatabasePools, S3Clients};
 use crate::telemetry::{Metrics, PhaseLabel, StackLabel};
 use job::{JobOptions, job_for_analysis, job_name, labels};
 use phase::{JobState, job_state};
@@ -53,6 +53,7 @@ pub struct Context {
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub databases: DatabasePools,
+    pub s3: S3Clients,
     /// Serialises admission per stack, and remembers Jobs created but not yet seen in
     /// the Job cache, so two reconciles never both take the last slot.
     admission: Mutex<HashMap<String, HashSet<String>>>,
@@ -555,24 +556,38 @@ async fn admit(
             Ok(Action::requeue(Duration::from_secs(30)))
         }
         Some(Admission::Admit) | None => {
+            // The slot is reserved under the lock; the slow calls (S3, API server) run
+            // outside it, so admissions of one stack do not queue behind each other.
+            let job = job_for_analysis(analysis, stack, &ctx.options)?;
+            let name = job.name_any();
+            created.insert(name.clone());
+            drop(slots);
+            let release = || async {
+                if let Some(created) = ctx.admission.lock().await.get_mut(&key) {
+                    created.remove(&name);
+                }
+            };
             // Validate what the schema cannot: the video must exist.
-            if let Err(message) = check_video(ctx, analysis, stack).await? {
-                drop(slots);
+            let checked = check_video(ctx, analysis, stack).await;
+            if !matches!(checked, Ok(Ok(()))) {
+                release().await;
+            }
+            if let Err(message) = checked? {
                 let status = pending(analysis, condition::INPUT_VALID, "VideoNotFound", message);
                 update_status(ctx, analysis, status).await?;
                 return Ok(Action::requeue(Duration::from_secs(60)));
             }
-            let job = job_for_analysis(analysis, stack, &ctx.options)?;
-            let name = job.name_any();
-            Api::<Job>::namespaced(ctx.client.clone(), namespace)
+            let applied = Api::<Job>::namespaced(ctx.client.clone(), namespace)
                 .patch(
                     &name,
                     &PatchParams::apply(FIELD_MANAGER).force(),
                     &Patch::Apply(&job),
                 )
-                .await?;
-            created.insert(name.clone());
-            drop(slots);
+                .await;
+            if let Err(e) = applied {
+                release().await;
+                return Err(e.into());
+            }
             info!(job = %name, "created worker Job");
             status.phase = Phase::Running;
             status.job_name = Some(name.clone());
@@ -606,7 +621,7 @@ async fn check_video(
             "spec.video {uri:?} is not a valid s3://bucket/key location"
         )));
     };
-    let s3 = external::s3_client(&ctx.client, stack).await?;
+    let s3 = ctx.s3.get(&ctx.client, stack).await?;
     match s3.head_object().bucket(bucket).key(key).send().await {
         Ok(_) => Ok(Ok(())),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {
@@ -696,6 +711,7 @@ pub async fn run(
         metrics,
         recorder,
         databases: DatabasePools::default(),
+        s3: S3Clients::default(),
         admission: Mutex::new(HashMap::new()),
         wake,
     });

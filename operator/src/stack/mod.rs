@@ -30,7 +30,7 @@ use tracing::{instrument, warn};
 use crate::analysis::FIELD_MANAGER;
 use crate::analysis::job::database_secret;
 use crate::error::{Error, Result};
-use crate::external::{self, DatabasePools};
+use crate::external::{DatabasePools, S3Clients};
 use crate::telemetry::Metrics;
 
 /// Finalizer that applies the bucket's deletion policy.
@@ -46,6 +46,7 @@ pub struct Context {
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub databases: DatabasePools,
+    pub s3: S3Clients,
     /// The operator's ServiceAccount token, for Vault's Kubernetes auth.
     pub vault_sa_token: PathBuf,
     pub vault_logins: vault::VaultLogins,
@@ -56,7 +57,7 @@ type Part = (&'static str, &'static str, String);
 
 async fn reconcile_storage(stack: &GolfTrackerStack, ctx: &Context) -> (Part, Option<String>) {
     let result = async {
-        let s3 = external::s3_client(&ctx.client, stack).await?;
+        let s3 = ctx.s3.get(&ctx.client, stack).await?;
         storage::ensure_bucket(&s3, &stack.spec.storage).await
     }
     .await;
@@ -338,7 +339,7 @@ async fn cleanup(stack: &GolfTrackerStack, ctx: &Context) -> Result<Action> {
     if stack.spec.storage.deletion_policy == DeletionPolicy::Retain {
         return Ok(Action::await_change());
     }
-    let s3 = external::s3_client(&ctx.client, stack).await?;
+    let s3 = ctx.s3.get(&ctx.client, stack).await?;
     match storage::delete_bucket_if_empty(&s3, &stack.spec.storage.bucket).await? {
         None => Ok(Action::await_change()),
         Some(reason) => {
@@ -390,6 +391,7 @@ pub async fn run(
         metrics,
         recorder,
         databases: DatabasePools::default(),
+        s3: S3Clients::default(),
         vault_sa_token,
         vault_logins: Default::default(),
     });
