@@ -10,13 +10,14 @@ use axum::routing::get;
 
 use crate::telemetry::Metrics;
 
-/// Readiness: true once the controllers' caches have synced.
+/// Readiness: true once the controllers' caches have synced, or while a standby
+/// replica waits for the leader Lease.
 #[derive(Clone, Default)]
 pub struct Readiness(Arc<AtomicBool>);
 
 impl Readiness {
-    pub fn set_ready(&self) {
-        self.0.store(true, Ordering::Relaxed);
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
     }
     pub fn is_ready(&self) -> bool {
         self.0.load(Ordering::Relaxed)

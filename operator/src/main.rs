@@ -73,9 +73,12 @@ async fn shutdown_signal() {
 }
 
 /// Blocks until this replica holds the Lease; the returned channel flips to false if it is lost.
+/// A standby reports ready while it waits (it is healthy, and a rollout or a
+/// PodDisruptionBudget must count it); once leader it is ready again when its caches sync.
 async fn become_leader(
     client: Client,
     namespace: &str,
+    readiness: &Readiness,
 ) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
     let identity = std::env::var("POD_NAME")
         .unwrap_or_else(|_| format!("golftracker-operator-{}", std::process::id()));
@@ -89,9 +92,11 @@ async fn become_leader(
         .context("creating the leader-election Lease manager")?;
     let (mut leader, _task) = manager.watch().await;
     while !*leader.borrow_and_update() {
-        info!("waiting for leadership");
+        info!("standby: waiting for leadership");
+        readiness.set(true);
         leader.changed().await.context("leader election stopped")?;
     }
+    readiness.set(false);
     info!("acquired leadership");
     Ok(leader)
 }
@@ -131,7 +136,8 @@ async fn main() -> anyhow::Result<()> {
                 readiness.clone(),
             ));
             let lost_leadership = if leader_election {
-                let mut leader = become_leader(client.clone(), &lease_namespace).await?;
+                let mut leader =
+                    become_leader(client.clone(), &lease_namespace, &readiness).await?;
                 Some(async move {
                     while *leader.borrow_and_update() {
                         if leader.changed().await.is_err() {
@@ -167,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
                     client.clone(),
                     settings,
                     metrics.clone(),
-                    move || readiness.set_ready(),
+                    move || readiness.set(true),
                     until_stopped(stopped.clone())
                 ),
                 stack::run(

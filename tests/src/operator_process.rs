@@ -83,6 +83,10 @@ impl OperatorProcess {
         })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown hook runs, the Lease is not released.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -104,6 +104,12 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() {
     }
     assert_all_succeeded_once(&h, &first).await;
     assert!(leader.reconciles("swinganalysis").await.unwrap() > 0);
+    // Both ready: the leader has synced, the standby is healthy and waiting (a rollout
+    // and a PodDisruptionBudget count it).
+    for replica in [&leader, &standby] {
+        let (code, body) = replica.get("/readyz").await.unwrap();
+        assert_eq!(code, 200, "{} /readyz: {body}", replica.identity);
+    }
     for controller in ["swinganalysis", "golftrackerstack"] {
         assert_eq!(
             standby.reconciles(controller).await.unwrap(),
