@@ -174,8 +174,7 @@ impl Harness {
         wait_crds_established(&client).await?;
         let s3 = cluster.s3()?.client();
         let db = cluster.postgres()?.pool().await?;
-        create_secrets(&client, &cluster).await?;
-        create_stack(&client, &cluster, max_concurrent_jobs).await?;
+        create_stack_and_secrets(&client, &cluster, max_concurrent_jobs).await?;
         let runner = JobRunner::spawn(
             client.clone(),
             JobRunnerConfig::new(cluster.work_dir().join("job-runner"))
@@ -483,7 +482,7 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
 }
 
 /// Waits until the API serves the new kinds.
-async fn wait_crds_established(client: &Client) -> anyhow::Result<()> {
+pub async fn wait_crds_established(client: &Client) -> anyhow::Result<()> {
     let analyses: Api<SwingAnalysis> = Api::namespaced(client.clone(), NAMESPACE);
     for _ in 0..100 {
         if analyses.list(&Default::default()).await.is_ok() {
@@ -492,6 +491,16 @@ async fn wait_crds_established(client: &Client) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("CRDs were not established")
+}
+
+/// The stack under test and the Secrets it references; the operator makes it Ready.
+pub async fn create_stack_and_secrets(
+    client: &Client,
+    cluster: &LocalCluster,
+    max_concurrent_jobs: i32,
+) -> anyhow::Result<()> {
+    create_secrets(client, cluster).await?;
+    create_stack(client, cluster, max_concurrent_jobs).await
 }
 
 async fn create_secrets(client: &Client, cluster: &LocalCluster) -> anyhow::Result<()> {
@@ -524,25 +533,38 @@ async fn create_stack(
     cluster: &LocalCluster,
     max_concurrent_jobs: i32,
 ) -> anyhow::Result<()> {
+    let stack = stack_manifest(cluster, STACK, BUCKET, max_concurrent_jobs)?;
+    let stacks: Api<GolfTrackerStack> = Api::namespaced(client.clone(), NAMESPACE);
+    stacks.create(&PostParams::default(), &stack).await?;
+    Ok(())
+}
+
+/// A stack on this cluster's MinIO and PostgreSQL, using the Secrets of
+/// [`create_stack_and_secrets`].
+pub fn stack_manifest(
+    cluster: &LocalCluster,
+    name: &str,
+    bucket: &str,
+    max_concurrent_jobs: i32,
+) -> anyhow::Result<GolfTrackerStack> {
     let s3 = cluster.s3()?;
     let pg = cluster.postgres()?;
-    let stack: GolfTrackerStack = serde_json::from_value(serde_json::json!({
+    Ok(serde_json::from_value(serde_json::json!({
         "apiVersion": "golftracker.io/v1alpha1",
         "kind": "GolfTrackerStack",
-        "metadata": {"name": STACK, "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
-            "storage": {"bucket": BUCKET, "region": s3.region, "endpoint": s3.endpoint, "forcePathStyle": true,
-                        "credentialsSecret": "golftracker-s3"},
+            "storage": {"bucket": bucket, "region": s3.region, "endpoint": s3.endpoint, "forcePathStyle": true,
+                        "credentialsSecret": "golftracker-s3",
+                        "lifecycle": {"daysToExpire": 365},
+                        "corsAllowedOrigins": ["https://app.golftracker.example"]},
             "database": {"host": pg.host, "port": pg.port, "database": pg.database, "sslMode": "disable",
                          "credentials": {"secretRef": "golftracker-db"}},
             "worker": {"image": "ghcr.io/golftracker/golftracker-worker:test", "maxConcurrentJobs": max_concurrent_jobs,
                        "backoffLimit": 0, "activeDeadlineSeconds": 600,
                        "model": {"uri": model_path()?.to_string_lossy()}},
         }
-    }))?;
-    let stacks: Api<GolfTrackerStack> = Api::namespaced(client.clone(), NAMESPACE);
-    stacks.create(&PostParams::default(), &stack).await?;
-    Ok(())
+    }))?)
 }
 
 /// Waits until the stack controller reports the stack Ready.

@@ -1,0 +1,239 @@
+//! Benchmark (not a test): 1000 SwingAnalyses against a stack with a high limit, the
+//! release operator as its own process on the local control plane. Prints seconds
+//! until 1000 Jobs exist, reconcile p50/p99 (from the operator's own histogram) and
+//! the operator's peak RSS, each with its target and the ratio to it.
+//!
+//! `cargo bench -p golftracker-e2e --bench operator_scale`
+//! (`GOLFTRACKER_BENCH_ANALYSES`, `GOLFTRACKER_BENCH_RUNS` change the size and repeats.)
+//!
+//! No job runner: the Jobs are created, not run, so what is measured is the operator.
+
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use golftracker_crds::analysis::SwingAnalysis;
+use golftracker_e2e::operator_process::OperatorProcess;
+use golftracker_e2e::{
+    BUCKET, NAMESPACE, STACK, create_stack_and_secrets, install_crds, start_cluster,
+    wait_crds_established, wait_stack_ready,
+};
+use k8s_openapi::api::batch::v1::Job;
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+
+const TARGET_SECONDS: f64 = 10.0;
+const TARGET_P99_MS: f64 = 50.0;
+const TARGET_RSS_MIB: f64 = 25.0;
+
+struct Run {
+    seconds_to_jobs: f64,
+    stack_ready_seconds: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    reconciles: u64,
+    peak_rss_mib: f64,
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Quantile `q` of the operator's reconcile-duration histogram for `controller`,
+/// interpolated linearly inside its bucket (what PromQL's histogram_quantile does).
+fn histogram_quantile(metrics: &str, controller: &str, q: f64) -> (f64, u64) {
+    let mut buckets: Vec<(f64, u64)> = metrics
+        .lines()
+        .filter(|l| l.starts_with("golftracker_operator_reconcile_duration_seconds_bucket{"))
+        .filter(|l| l.contains(&format!("controller=\"{controller}\"")))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le, count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map(|b| b.1).unwrap_or(0);
+    let rank = q * total as f64;
+    let mut lower = (0.0, 0u64);
+    for &(le, count) in &buckets {
+        if count as f64 >= rank {
+            if le.is_infinite() {
+                return (lower.0, total);
+            }
+            let inside = (count - lower.1).max(1) as f64;
+            return (
+                lower.0 + (le - lower.0) * (rank - lower.1 as f64) / inside,
+                total,
+            );
+        }
+        lower = (le, count);
+    }
+    (f64::NAN, total)
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+async fn one_run(analyses: usize) -> anyhow::Result<Run> {
+    let cluster = start_cluster().await?;
+    let client = cluster.kube_client()?;
+    install_crds(&client).await?;
+    wait_crds_established(&client).await?;
+    create_stack_and_secrets(&client, &cluster, 1000).await?;
+    let s3 = cluster.s3()?.client();
+    s3.create_bucket().bucket(BUCKET).send().await?;
+    s3.put_object()
+        .bucket(BUCKET)
+        .key("videos/bench.mp4")
+        .body(b"not decoded: the Jobs never run".to_vec().into())
+        .send()
+        .await?;
+
+    // All analyses exist before the operator starts: its work is what is timed.
+    let api: Api<SwingAnalysis> = Api::namespaced(client.clone(), NAMESPACE);
+    futures::stream::iter(0..analyses)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let analysis: SwingAnalysis = serde_json::from_value(serde_json::json!({
+                    "apiVersion": "golftracker.io/v1alpha1", "kind": "SwingAnalysis",
+                    "metadata": {"name": format!("bench-{i:04}"), "namespace": NAMESPACE},
+                    "spec": {"stackRef": {"name": STACK}, "video": "videos/bench.mp4",
+                             "golfer": {"userId": format!("golfer-{}", i % 50)}},
+                }))?;
+                api.create(&PostParams::default(), &analysis).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+
+    let kubeconfig = cluster.kube()?.kubeconfig.clone();
+    let log = cluster.work_dir().join("operator.log");
+    let started = Instant::now();
+    let operator = OperatorProcess::spawn(&kubeconfig, &log, "bench", false)?;
+    wait_stack_ready(&client, Duration::from_secs(120)).await?;
+    let stack_ready_seconds = started.elapsed().as_secs_f64();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NAMESPACE);
+    let managed = ListParams::default().labels("app.kubernetes.io/managed-by=golftracker-operator");
+    loop {
+        let count = jobs.list_metadata(&managed).await?.items.len();
+        if count >= analyses {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            anyhow::bail!(
+                "only {count} of {analyses} Jobs after 10 minutes; operator log ends:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seconds_to_jobs = started.elapsed().as_secs_f64();
+    // Let the last status writes land before reading the histogram.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let metrics = operator.metrics().await?;
+    let (p50, reconciles) = histogram_quantile(&metrics, "swinganalysis", 0.50);
+    let (p99, _) = histogram_quantile(&metrics, "swinganalysis", 0.99);
+    Ok(Run {
+        seconds_to_jobs,
+        stack_ready_seconds,
+        p50_ms: p50 * 1000.0,
+        p99_ms: p99 * 1000.0,
+        reconciles,
+        peak_rss_mib: peak_rss_mib(operator.pid()),
+    })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; a filter that is not ours means "not this bench".
+    if std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with('-') && !"operator_scale".contains(&a))
+    {
+        return Ok(());
+    }
+    // Built (release) before any clock starts.
+    golftracker_e2e::operator_binary()?;
+    let analyses = env_number("GOLFTRACKER_BENCH_ANALYSES", 1000);
+    let runs = env_number("GOLFTRACKER_BENCH_RUNS", 3).max(1);
+    let mut results = Vec::new();
+    for run in 1..=runs {
+        let r = one_run(analyses).await?;
+        println!(
+            "run {run}/{runs}: {analyses} Jobs after {:.2} s (stack Ready after {:.2} s); reconcile p50 {:.1} ms, p99 {:.1} ms over {} reconciles; peak RSS {:.1} MiB",
+            r.seconds_to_jobs,
+            r.stack_ready_seconds,
+            r.p50_ms,
+            r.p99_ms,
+            r.reconciles,
+            r.peak_rss_mib
+        );
+        results.push(r);
+    }
+    let row = |what: &str, value: f64, unit: &str, target: f64| {
+        println!(
+            "{what:<28} {value:>9.2} {unit:<4} target <= {target:<6} ratio {:.2}{}",
+            value / target,
+            if value <= target {
+                ""
+            } else {
+                "  (over target)"
+            }
+        );
+    };
+    println!(
+        "median of {runs} runs, operator in release mode, {} cores:",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    row(
+        "seconds to all Jobs",
+        median(results.iter().map(|r| r.seconds_to_jobs).collect()),
+        "s",
+        TARGET_SECONDS,
+    );
+    println!(
+        "{:<28} {:>9.2} ms",
+        "reconcile p50",
+        median(results.iter().map(|r| r.p50_ms).collect())
+    );
+    row(
+        "reconcile p99",
+        median(results.iter().map(|r| r.p99_ms).collect()),
+        "ms",
+        TARGET_P99_MS,
+    );
+    row(
+        "operator peak RSS",
+        median(results.iter().map(|r| r.peak_rss_mib).collect()),
+        "MiB",
+        TARGET_RSS_MIB,
+    );
+    Ok(())
+}
