@@ -177,8 +177,19 @@ async fn main() -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    // Built (release) before any clock starts.
-    golftracker_e2e::operator_binary()?;
+    // Built before any clock starts, and always rebuilt: numbers of a stale operator
+    // would mislead.
+    let built = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "golftracker-operator",
+            "--bin",
+            "golftracker-operator",
+        ])
+        .status()?;
+    anyhow::ensure!(built.success(), "building the release operator failed");
     let analyses = env_number("GOLFTRACKER_BENCH_ANALYSES", 1000);
     let runs = env_number("GOLFTRACKER_BENCH_RUNS", 3).max(1);
     let mut results = Vec::new();

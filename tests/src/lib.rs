@@ -59,14 +59,15 @@ fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
     package_binary(name, name)
 }
 
-/// Binary `name` of workspace package `package`.
+/// Binary `name` of workspace package `package`, built only when missing:
+/// `cargo test --workspace` (what CI runs) builds every binary of the workspace with
+/// the test run's features, and building here with `-p` would resolve other features
+/// and recompile half the dependency tree. After changing the operator, worker or CLI,
+/// run the tests with `--workspace` (or build that binary) so they test the new code.
 fn package_binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
-    // Built every time (a no-op when fresh): a stale binary would test old code.
-    // Cargo serialises this with any other build of the same target dir.
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let dir = target_bin_dir();
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if !built.iter().any(|b| b == name) {
+    let path = dir.join(name);
+    if !path.exists() {
         let mut cargo = Command::new(env!("CARGO"));
         cargo.args(["build", "--quiet", "-p", package, "--bin", name]);
         if dir.ends_with("release") {
@@ -75,9 +76,8 @@ fn package_binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
         if !cargo.status()?.success() {
             bail!("building {name} failed");
         }
-        built.push(name.to_string());
     }
-    Ok(dir.join(name))
+    Ok(path)
 }
 
 /// The pose weights `cargo xtask models` prepares.
@@ -275,6 +275,35 @@ impl Harness {
         Ok(())
     }
 
+    /// Waits until the named analyses finish and checks each Succeeded with exactly one
+    /// Job (never a second, also across operator restarts); returns them.
+    pub async fn wait_succeeded_with_one_job_each(
+        &self,
+        names: &[String],
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<SwingAnalysis>> {
+        let finished = self.wait_finished(names, timeout).await?;
+        for a in &finished {
+            let status = a.status.clone().unwrap_or_default();
+            if status.phase != Phase::Succeeded {
+                bail!(
+                    "{} is {:?}: {:?}",
+                    a.name_any(),
+                    status.phase,
+                    status.conditions
+                );
+            }
+        }
+        let jobs = self.jobs_by_analysis().await?;
+        for name in names {
+            let count = jobs.get(name).map(Vec::len).unwrap_or(0);
+            if count != 1 {
+                bail!("{name} has {count} Jobs, not exactly one");
+            }
+        }
+        Ok(finished)
+    }
+
     /// Waits until every named analysis is Succeeded or Failed; returns them.
     pub async fn wait_finished(
         &self,
@@ -405,28 +434,6 @@ fn e2e_servers() -> LocalClusterBuilder {
         .with_kube()
         .with_s3()
         .with_postgres()
-}
-
-/// What a Vault administrator does before the operator can wire a stack: the Kubernetes
-/// auth method, enabled at `kubernetes/` and pointed at this cluster's API server.
-pub async fn enable_vault_kubernetes_auth(
-    cluster: &LocalCluster,
-    root: &vaultrs::client::VaultClient,
-) -> anyhow::Result<()> {
-    vaultrs::sys::auth::enable(root, "kubernetes", "kubernetes", None).await?;
-    let kube = cluster.kube()?;
-    vaultrs::auth::kubernetes::configure(
-        root,
-        "kubernetes",
-        &kube.server,
-        Some(
-            vaultrs::api::auth::kubernetes::requests::ConfigureKubernetesAuthRequest::builder()
-                .kubernetes_ca_cert(kube.ca_cert_pem()?)
-                .disable_local_ca_jwt(true),
-        ),
-    )
-    .await?;
-    Ok(())
 }
 
 /// The Vault Secrets Operator's four CRDs, accepting any spec: enough for the API server

@@ -14,8 +14,8 @@ use golftracker_crds::analysis::{Phase, SwingAnalysis};
 use golftracker_crds::stack::GolfTrackerStack;
 use golftracker_e2e::operator_process::{LEASE, OperatorProcess, free_port};
 use golftracker_e2e::{
-    Harness, NAMESPACE, STACK, enable_vault_kubernetes_auth, install_vso_crds, operator_binary,
-    phase, service_account_kubeconfig, service_account_kubeconfig_in, start_cluster,
+    Harness, NAMESPACE, STACK, install_vso_crds, operator_binary, phase,
+    service_account_kubeconfig, service_account_kubeconfig_in, start_cluster,
     start_cluster_with_vault, synthetic_clip,
 };
 use golftracker_local_cluster::LocalClusterBuilder;
@@ -652,7 +652,9 @@ async fn installed_chart_lets_the_operator_wire_vault_and_the_vault_secrets_oper
     let manifest = install_chart(cluster.kube()?)?;
     let harness = Harness::without_operator(cluster, 1).await?;
     let vault = harness.cluster.vault()?;
-    enable_vault_kubernetes_auth(&harness.cluster, &vault.client()?).await?;
+    vault
+        .enable_kubernetes_auth(harness.cluster.kube()?)
+        .await?;
 
     // Vault provisioning with a bootstrap token from a Secret; the operator delivers the
     // worker's KV Secret itself.

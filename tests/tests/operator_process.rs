@@ -3,37 +3,9 @@
 
 use std::time::Duration;
 
-use golftracker_crds::analysis::Phase;
 use golftracker_e2e::operator_process::{OperatorProcess, lease_holder};
 use golftracker_e2e::{Harness, synthetic_clip, temp_dir};
-use kube::ResourceExt;
 use rand::{RngExt, SeedableRng};
-
-/// Every analysis Succeeded and has exactly one Job.
-async fn assert_all_succeeded_once(h: &Harness, names: &[String]) {
-    let finished = h
-        .wait_finished(names, Duration::from_secs(900))
-        .await
-        .unwrap();
-    for a in &finished {
-        let status = a.status.as_ref().unwrap();
-        assert_eq!(
-            status.phase,
-            Phase::Succeeded,
-            "{}: {:?}",
-            a.name_any(),
-            status.conditions
-        );
-    }
-    let jobs = h.jobs_by_analysis().await.unwrap();
-    for name in names {
-        assert_eq!(
-            jobs.get(name).map(Vec::len),
-            Some(1),
-            "exactly one Job for {name}"
-        );
-    }
-}
 
 async fn wait_for_leader(h: &Harness, identity: &str, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
@@ -80,7 +52,9 @@ async fn operator_killed_ten_times_never_duplicates_jobs() {
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..=500))).await;
         operator = OperatorProcess::spawn(&kubeconfig, &log, "operator-0", false).unwrap();
     }
-    assert_all_succeeded_once(&h, &names).await;
+    h.wait_succeeded_with_one_job_each(&names, Duration::from_secs(900))
+        .await
+        .unwrap();
 }
 
 /// Two replicas with leader election: only the Lease holder reconciles; when it is
@@ -102,7 +76,9 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() {
     for name in &first {
         h.submit(name, &clip, 0, "Retain").await.unwrap();
     }
-    assert_all_succeeded_once(&h, &first).await;
+    h.wait_succeeded_with_one_job_each(&first, Duration::from_secs(900))
+        .await
+        .unwrap();
     assert!(leader.reconciles("swinganalysis").await.unwrap() > 0);
     // Both ready: the leader has synced, the standby is healthy and waiting (a rollout
     // and a PodDisruptionBudget count it).
@@ -124,6 +100,8 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() {
     for name in &second {
         h.submit(name, &clip, 0, "Retain").await.unwrap();
     }
-    assert_all_succeeded_once(&h, &second).await;
+    h.wait_succeeded_with_one_job_each(&second, Duration::from_secs(900))
+        .await
+        .unwrap();
     assert!(standby.reconciles("swinganalysis").await.unwrap() > 0);
 }
