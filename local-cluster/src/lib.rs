@@ -411,7 +411,7 @@ impl Drop for LocalCluster {
 }
 
 /// Writes a file only its owner can read (keys, kubeconfig, passwords).
-pub(crate) fn write_private_file(path: &Path, contents: &str) -> Result<(), Error> {
+pub fn write_private_file(path: &Path, contents: &str) -> Result<(), Error> {
     std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)

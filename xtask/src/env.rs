@@ -4,7 +4,7 @@
 
 use std::{
     collections::BTreeMap,
-    os::unix::{fs::OpenOptionsExt, process::CommandExt},
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
@@ -99,18 +99,6 @@ pub fn read_state(env_dir: &Path) -> anyhow::Result<Option<DetachedCluster>> {
     }
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut file| file.write_all(contents.as_bytes()))
-        .with_context(|| format!("write {}", path.display()))
-}
-
 async fn up(env_dir: &Path, images: Vec<(String, PathBuf)>) -> anyhow::Result<()> {
     if let Some(state) = read_state(env_dir)?
         && state.servers.iter().any(|server| group_alive(server.pid))
@@ -144,7 +132,7 @@ async fn up(env_dir: &Path, images: Vec<(String, PathBuf)>) -> anyhow::Result<()
     }
     write_state(env_dir, &cluster)?;
     let env_file = env_dir.join("env.sh");
-    write_private(&env_file, &env_script(&cluster))?;
+    golftracker_local_cluster::write_private_file(&env_file, &env_script(&cluster))?;
     println!("started in {:.1}s", started.elapsed().as_secs_f64());
     print_endpoints(&cluster);
     println!(
@@ -155,10 +143,10 @@ async fn up(env_dir: &Path, images: Vec<(String, PathBuf)>) -> anyhow::Result<()
 }
 
 pub fn write_state(env_dir: &Path, cluster: &DetachedCluster) -> anyhow::Result<()> {
-    write_private(
+    Ok(golftracker_local_cluster::write_private_file(
         &state_file(env_dir),
         &serde_json::to_string_pretty(cluster)?,
-    )
+    )?)
 }
 
 /// The running environment, started first when nothing (or only part of it) runs.
