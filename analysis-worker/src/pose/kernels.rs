@@ -60,52 +60,59 @@ impl Activation {
 
 /// Below this many multiply-adds a matmul runs on one thread: splitting the
 /// small late layers costs more in synchronisation than it saves.
-const PARALLEL_MATMUL_MACS: usize = 1 << 22;
+const PARALLEL_MATMUL_MACS: usize = 1 << 19;
 
 /// `lhs [m × k] · weights [k × n] + bias`, then the activation: a 1×1
-/// convolution over `m` pixels (or a k×k one over im2col patches), as one gemm
-/// call that accumulates onto the bias-filled output.
+/// convolution over `m` pixels (or a k×k one over im2col patches). The pixels
+/// are split into one band per thread, each one single-threaded gemm call that
+/// accumulates onto the bias-filled output and activates it while it is in cache
+/// (gemm's own splitting only pays off for matrices larger than these layers).
 pub fn matmul_bias(lhs: &[f32], weights: &[f32], bias: &[f32], activation: Activation) -> Vec<f32> {
     let n = bias.len();
     let k = weights.len() / n;
     let m = lhs.len() / k;
     assert_eq!((m * k, k * n), (lhs.len(), weights.len()), "matmul shapes");
-    let mut out: Vec<f32> = Vec::with_capacity(m * n);
-    for _ in 0..m {
-        out.extend_from_slice(bias);
-    }
-    let parallelism = match rayon::current_num_threads() {
-        threads if threads > 1 && m * k * n >= PARALLEL_MATMUL_MACS => {
-            gemm::Parallelism::Rayon(threads)
-        }
-        _ => gemm::Parallelism::None,
+    let mut out = vec![0.0; m * n];
+    let threads = rayon::current_num_threads();
+    let band = if threads > 1 && m * k * n >= PARALLEL_MATMUL_MACS {
+        m.div_ceil(threads)
+    } else {
+        m
     };
-    // SAFETY: the three row-major buffers hold exactly m×n, m×k and k×n values
-    // (checked above) and `out` does not alias the inputs.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            weights.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-    activation.apply(&mut out);
+    out.par_chunks_mut(band * n)
+        .zip(lhs.par_chunks(band * k))
+        .for_each(|(out, lhs)| {
+            let rows = lhs.len() / k;
+            for pixel in out.chunks_exact_mut(n) {
+                pixel.copy_from_slice(bias);
+            }
+            // SAFETY: the three row-major buffers hold exactly rows×n, rows×k
+            // and k×n values and `out` does not alias the inputs.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    n,
+                    k,
+                    out.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    true,
+                    lhs.as_ptr(),
+                    1,
+                    k as isize,
+                    weights.as_ptr(),
+                    1,
+                    n as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            activation.apply(out);
+        });
     out
 }
 
