@@ -470,12 +470,13 @@ pub struct GolfTrackerStackStatus {
     /// Name of the Secret worker Jobs take their credentials from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_secret_name: Option<String>,
-    /// Analyses of this stack waiting for a free slot.
-    #[serde(default)]
-    pub queued_analyses: i32,
-    /// Analyses of this stack whose Job is running.
-    #[serde(default)]
-    pub running_analyses: i32,
+    /// Analyses of this stack waiting for a free slot. Kept up to date by the
+    /// SwingAnalysis controller (its own field manager), from its cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_analyses: Option<i32>,
+    /// Analyses of this stack whose Job is running (same writer as `queuedAnalyses`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_analyses: Option<i32>,
 }
 
 fn default_true() -> bool {

@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use golftracker_crds::analysis::Phase;
-use golftracker_e2e::{BUCKET, Harness, NAMESPACE, phase, synthetic_clip, temp_dir};
+use golftracker_crds::stack::GolfTrackerStack;
+use golftracker_e2e::{BUCKET, Harness, NAMESPACE, STACK, phase, synthetic_clip, temp_dir};
 use k8s_openapi::api::batch::v1::Job;
+use kube::Api;
 use kube::Resource;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams};
@@ -47,7 +49,17 @@ async fn twenty_analyses_share_three_slots_and_erase_on_delete() {
         h.submit(name, &clip, 0, retention).await.unwrap();
     }
 
-    // While they run: never more than 3 Jobs active, and the waiting ones say where they stand.
+    // While they run: never more than 3 Jobs active, the waiting ones say where they
+    // stand, and the stack's columns count them.
+    let stacks: Api<GolfTrackerStack> = Api::namespaced(h.client.clone(), NAMESPACE);
+    let stack_counts = || async {
+        let status = stacks.get_status(STACK).await.unwrap().status.unwrap();
+        (
+            status.queued_analyses.unwrap_or(0),
+            status.running_analyses.unwrap_or(0),
+        )
+    };
+    let mut most_queued = 0;
     let mut positions = std::collections::BTreeSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
     loop {
@@ -63,6 +75,9 @@ async fn twenty_analyses_share_three_slots_and_erase_on_delete() {
                 .iter()
                 .filter_map(|a| a.status.as_ref().and_then(|s| s.queue_position)),
         );
+        let (queued, running) = stack_counts().await;
+        assert!(running <= 3, "stack says {running} running");
+        most_queued = most_queued.max(queued);
         if list.items.iter().all(|a| phase(a).is_finished()) {
             break;
         }
@@ -77,6 +92,20 @@ async fn twenty_analyses_share_three_slots_and_erase_on_delete() {
         positions.len() > 1,
         "20 analyses with 3 slots: several must have been Queued with positions, saw {positions:?}"
     );
+    assert!(
+        most_queued > 1,
+        "the stack never counted its queued analyses"
+    );
+    // The counts follow the cache within a few seconds: nothing is queued or running now.
+    let mut counts = stack_counts().await;
+    for _ in 0..50 {
+        if counts == (0, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        counts = stack_counts().await;
+    }
+    assert_eq!(counts, (0, 0), "stack counts after all analyses finished");
 
     let finished = h
         .wait_succeeded_with_one_job_each(&names, Duration::from_secs(5))

@@ -4,6 +4,7 @@
 //! Reconcile pipeline: dereference the stack → validate → (finished Job? read result) →
 //! admit → build the Job (pure, [`job`]) → apply it server-side → update status.
 
+pub mod counts;
 pub mod erase;
 pub mod job;
 pub mod phase;
@@ -121,19 +122,19 @@ fn active_jobs_of_stack(
     stack: &str,
     created: &mut HashSet<String>,
 ) -> usize {
-    let cached: Vec<Arc<Job>> = ctx
-        .jobs
+    created.retain(|name| {
+        ctx.jobs
+            .get(&ObjectRef::new(name).within(namespace))
+            .is_none()
+    });
+    ctx.jobs
         .state()
-        .into_iter()
-        .filter(|j| {
-            j.namespace().as_deref() == Some(namespace)
-                && j.labels().get(labels::STACK).map(String::as_str) == Some(stack)
-        })
-        .collect();
-    created.retain(|name| !cached.iter().any(|j| j.name_any() == *name));
-    cached
         .iter()
-        .filter(|j| !job_state(j).is_finished())
+        .filter(|j| {
+            j.metadata.namespace.as_deref() == Some(namespace)
+                && j.labels().get(labels::STACK).map(String::as_str) == Some(stack)
+                && !job_state(j).is_finished()
+        })
         .count()
         + created.len()
 }
@@ -693,13 +694,19 @@ pub async fn run(
     )
     .default_backoff()
     .touched_objects();
-    let controller = Controller::new(analyses_api, watcher::Config::default().any_semantic())
-        .with_config(
-            kube::runtime::controller::Config::default()
-                .concurrency(settings.concurrency)
-                .debounce(Duration::from_millis(200)),
-        );
-    let analyses = controller.store();
+    let (analyses, analyses_writer) = reflector::store();
+    let analysis_events = reflector::reflector(
+        analyses_writer,
+        watcher(analyses_api, watcher::Config::default().any_semantic())
+            .modify(trim_cached_analysis),
+    )
+    .default_backoff()
+    .applied_objects();
+    let controller = Controller::for_stream(analysis_events, analyses.clone()).with_config(
+        kube::runtime::controller::Config::default()
+            .concurrency(settings.concurrency)
+            .debounce(Duration::from_millis(200)),
+    );
     let (wake, woken) = mpsc::unbounded_channel();
     let recorder = crate::telemetry::recorder(client.clone());
     let ctx = Arc::new(Context {
@@ -742,14 +749,16 @@ pub async fn run(
         }
     };
     tokio::spawn(readiness);
-    controller
+    let stack_counts = counts::keep_stack_counts(ctx.client.clone(), analyses, stacks);
+    let controller = controller
         .owns_stream(job_events)
         .watches_stream(stack_events, stack_to_analyses)
         .reconcile_on(tokio_stream_from(woken))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        .for_each(|_| futures::future::ready(()));
+    // The counts are written for as long as the controller runs (it holds the Lease).
+    futures::future::select(Box::pin(controller), Box::pin(stack_counts)).await;
 }
 
 /// What of a stack its analyses react to: its spec (generation) and whether it is
@@ -764,6 +773,16 @@ fn stack_change_for_analyses(stack: &GolfTrackerStack) -> Option<u64> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (stack.meta().generation, ready).hash(&mut hasher);
     Some(hasher.finish())
+}
+
+/// Managed fields (and a `kubectl apply` copy of the object) are kept by the API
+/// server for every analysis and read by nothing here; they would be a large part
+/// of each cached analysis.
+fn trim_cached_analysis(analysis: &mut SwingAnalysis) {
+    analysis.metadata.managed_fields = None;
+    if let Some(annotations) = analysis.metadata.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// The Job cache keeps what admission and status need (name, labels, owners,

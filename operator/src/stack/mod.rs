@@ -14,16 +14,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use golftracker_crds::analysis::{Phase, SwingAnalysis};
 use golftracker_crds::conditions::{self, NewCondition};
 use golftracker_crds::stack::{
     DeletionPolicy, GolfTrackerStack, GolfTrackerStackStatus, SecretDelivery, VaultSpec, condition,
 };
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::watcher;
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{instrument, warn};
 
@@ -238,26 +237,6 @@ async fn publish(
     }
 }
 
-/// Queued and running analyses of this stack, for the status columns.
-async fn analysis_counts(stack: &GolfTrackerStack, ctx: &Context) -> Result<(i32, i32)> {
-    let api: Api<SwingAnalysis> =
-        Api::namespaced(ctx.client.clone(), &stack.namespace().unwrap_or_default());
-    let list = api.list(&ListParams::default()).await?;
-    let mine = list
-        .items
-        .iter()
-        .filter(|a| a.spec.stack_ref.name == stack.name_any());
-    let (mut queued, mut running) = (0, 0);
-    for a in mine {
-        match a.status.as_ref().map(|s| s.phase) {
-            Some(Phase::Queued) => queued += 1,
-            Some(Phase::Running) => running += 1,
-            _ => {}
-        }
-    }
-    Ok((queued, running))
-}
-
 async fn apply(stack: &GolfTrackerStack, ctx: &Context) -> Result<Action> {
     // Vault goes first: it may deliver the database credentials.
     let ((storage, endpoint), ((vault, refresh), (database, version)), workers) = tokio::join!(
@@ -317,9 +296,15 @@ async fn apply(stack: &GolfTrackerStack, ctx: &Context) -> Result<Action> {
         }
     };
     conditions::set_condition(&mut status.conditions, ready, generation, now);
-    (status.queued_analyses, status.running_analyses) = analysis_counts(stack, ctx).await?;
     status.observed_generation = generation;
-    if status != old {
+    // The analysis counts belong to the SwingAnalysis controller's field manager.
+    (status.queued_analyses, status.running_analyses) = (None, None);
+    let old_without_counts = GolfTrackerStackStatus {
+        queued_analyses: None,
+        running_analyses: None,
+        ..old
+    };
+    if status != old_without_counts {
         let api: Api<GolfTrackerStack> =
             Api::namespaced(ctx.client.clone(), &stack.namespace().unwrap_or_default());
         let patch = serde_json::json!({"apiVersion": "golftracker.io/v1alpha1", "kind": "GolfTrackerStack", "status": status});
@@ -370,6 +355,23 @@ fn error_policy(stack: Arc<GolfTrackerStack>, error: &Error, ctx: Arc<Context>) 
     ctx.metrics.failed(CONTROLLER, &stack.name_any(), error)
 }
 
+/// What a stack is reconciled for besides its resync: its spec (generation), its
+/// finalizers and its deletion. Its own status writes, and the analysis counts the
+/// SwingAnalysis controller writes, would otherwise re-run the whole reconcile
+/// (bucket, database, Vault, worker objects) each time.
+fn spec_or_lifecycle_change(stack: &GolfTrackerStack) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = stack.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (
+        meta.generation,
+        &meta.finalizers,
+        meta.deletion_timestamp.is_some(),
+    )
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// Runs the GolfTrackerStack controller until `shutdown` resolves.
 pub async fn run(
     client: Client,
@@ -395,7 +397,15 @@ pub async fn run(
         vault_sa_token,
         vault_logins: Default::default(),
     });
-    Controller::new(api, watcher::Config::default().any_semantic())
+    let (stacks, writer) = reflector::store();
+    let triggers = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default().any_semantic()),
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(spec_or_lifecycle_change, PredicateConfig::default());
+    Controller::for_stream(triggers, stacks)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
