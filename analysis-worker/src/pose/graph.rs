@@ -113,7 +113,9 @@ enum Padding {
 }
 
 enum Layer {
-    /// Weights as the `[kh*kw*cin, cout]` matrix of the matmul.
+    /// Weights as the `[kh*kw*cin, cout]` matrix of the matmul; with
+    /// `residual`, the node's second input is added before the activation
+    /// (a projection and the ADD after it, fused).
     Conv {
         weights: Vec<f32>,
         bias: Vec<f32>,
@@ -121,6 +123,7 @@ enum Layer {
         stride: usize,
         padding: Padding,
         activation: Activation,
+        residual: bool,
     },
     /// Weights `[kh][kw][c]`.
     Depthwise {
@@ -285,6 +288,7 @@ impl Graph {
                         stride: stride[0],
                         padding,
                         activation: *activation,
+                        residual: false,
                     }
                 }
                 OpKind::DepthwiseConv2d {
@@ -388,6 +392,8 @@ impl Graph {
             });
         }
 
+        fuse_residual_adds(&mut nodes, &outputs);
+
         // Release each activation after its last reader (never the outputs).
         let mut seen: HashSet<usize> = outputs.iter().map(|(_, id)| *id).collect();
         for node in nodes.iter_mut().rev() {
@@ -406,7 +412,13 @@ impl Graph {
     }
 
     /// Runs the graph on one NHWC input; returns the wanted outputs in the order asked for.
+    /// The ops run on a rayon worker, which then takes part in each op's
+    /// parallel loop instead of handing it over and waiting for it.
     pub fn run(&self, input: Tensor) -> Result<Vec<Tensor>, PoseError> {
+        rayon::scope(|_| self.run_nodes(input))
+    }
+
+    fn run_nodes(&self, input: Tensor) -> Result<Vec<Tensor>, PoseError> {
         let mut values: HashMap<usize, Tensor> = HashMap::from([(self.input, input)]);
         for node in &self.nodes {
             let args = node
@@ -435,6 +447,61 @@ impl Graph {
     }
 }
 
+/// Folds each ADD into the convolution producing one of its operands when
+/// that convolution has no activation of its own, the ADD is its only reader
+/// and the other operand is already computed when it runs: the convolution's
+/// output then starts from the skip tensor instead of taking another pass.
+fn fuse_residual_adds(nodes: &mut Vec<Node>, outputs: &[(String, usize)]) {
+    let mut index = 0;
+    while index < nodes.len() {
+        let fusable = match nodes[index].layer {
+            Layer::Add { activation } => {
+                nodes[index]
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .find_map(|(side, &id)| {
+                        let producer = nodes[..index].iter().position(|n| n.output == id)?;
+                        let skip = nodes[index].inputs[1 - side];
+                        let readers = nodes.iter().filter(|n| n.inputs.contains(&id)).count();
+                        let skip_ready = !nodes[producer..index].iter().any(|n| n.output == skip);
+                        let plain_conv = matches!(
+                            nodes[producer].layer,
+                            Layer::Conv {
+                                activation: Activation::None,
+                                residual: false,
+                                ..
+                            }
+                        );
+                        (plain_conv
+                            && readers == 1
+                            && skip_ready
+                            && !outputs.iter().any(|(_, o)| *o == id))
+                        .then_some((producer, skip, activation))
+                    })
+            }
+            _ => None,
+        };
+        let Some((producer, skip, add_activation)) = fusable else {
+            index += 1;
+            continue;
+        };
+        let add = nodes.remove(index);
+        let conv = &mut nodes[producer];
+        if let Layer::Conv {
+            activation,
+            residual,
+            ..
+        } = &mut conv.layer
+        {
+            *activation = add_activation;
+            *residual = true;
+        }
+        conv.inputs.push(skip);
+        conv.output = add.output;
+    }
+}
+
 fn square_stride(stride: &[usize; 2]) -> Result<(), PoseError> {
     if stride[0] == stride[1] {
         Ok(())
@@ -445,7 +512,7 @@ fn square_stride(stride: &[usize; 2]) -> Result<(), PoseError> {
 
 fn expected_inputs(layer: &Layer, given: usize) -> usize {
     match layer {
-        Layer::Add { .. } => 2,
+        Layer::Add { .. } | Layer::Conv { residual: true, .. } => 2,
         Layer::Concat { .. } => given.max(1),
         _ => 1,
     }
@@ -515,17 +582,25 @@ impl Node {
                 stride,
                 padding,
                 activation,
+                residual,
             } => {
                 let (input, output) = (hwc(x.dims())?, hwc(&self.shape)?);
-                let out = with_data(x, |data| {
+                let matmul = |lhs: &[f32], skip: Option<&[f32]>| {
+                    kernels::matmul_bias(lhs, weights, bias, skip, *activation)
+                };
+                let conv = |data: &[f32], skip: Option<&[f32]>| {
                     if *kernel == [1, 1] && *stride == 1 {
-                        kernels::matmul_bias(data, weights, bias, *activation)
+                        matmul(data, skip)
                     } else {
                         let win = window(*kernel, *stride, *padding, input, output);
-                        let patches = kernels::im2col(data, input, win, output);
-                        kernels::matmul_bias(&patches, weights, bias, *activation)
+                        matmul(&kernels::im2col(data, input, win, output), skip)
                     }
-                })?;
+                };
+                let out = if *residual {
+                    with_data(args[1], |skip| with_data(x, |data| conv(data, Some(skip))))??
+                } else {
+                    with_data(x, |data| conv(data, None))?
+                };
                 nhwc(out, output)
             }
             Layer::Depthwise {
@@ -558,7 +633,12 @@ impl Node {
                     output,
                 )
             }
-            Layer::Add { activation } => activate(x.add(args[1])?, *activation),
+            Layer::Add { activation } => {
+                let out = with_data(x, |a| {
+                    with_data(args[1], |b| kernels::add(a, b, *activation))
+                })??;
+                nhwc(out, hwc(&self.shape)?)
+            }
             Layer::Concat { axis, activation } => activate(Tensor::cat(args, *axis)?, *activation),
             Layer::Resize {
                 align_corners,

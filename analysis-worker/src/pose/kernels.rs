@@ -33,6 +33,13 @@ pub struct Window {
 }
 
 impl Window {
+    /// The kernel taps `0..k` of output coordinate `o` that fall inside `size`.
+    fn taps(&self, o: usize, pad: usize, size: usize, k: usize) -> std::ops::Range<usize> {
+        let first = pad.saturating_sub(o * self.stride);
+        let last = (size + pad).saturating_sub(o * self.stride).min(k);
+        first..last.max(first)
+    }
+
     /// Input coordinate of kernel tap `k` for output coordinate `o`, if inside `size`.
     fn source(&self, o: usize, k: usize, pad: usize, size: usize) -> Option<usize> {
         (o * self.stride + k).checked_sub(pad).filter(|&i| i < size)
@@ -62,17 +69,26 @@ impl Activation {
 /// small late layers costs more in synchronisation than it saves.
 const PARALLEL_MATMUL_MACS: usize = 1 << 19;
 
-/// `lhs [m × k] · weights [k × n] + bias`, then the activation: a 1×1
-/// convolution over `m` pixels (or a k×k one over im2col patches). The pixels
-/// are split into one band per thread, each one single-threaded gemm call that
-/// accumulates onto the bias-filled output and activates it while it is in cache
-/// (gemm's own splitting only pays off for matrices larger than these layers).
-pub fn matmul_bias(lhs: &[f32], weights: &[f32], bias: &[f32], activation: Activation) -> Vec<f32> {
+/// `lhs [m × k] · weights [k × n] + bias (+ residual [m × n])`, then the
+/// activation: a 1×1 convolution over `m` pixels (or a k×k one over im2col
+/// patches), with the residual ADD that follows a projection fused in. The
+/// pixels are split into one band per thread, each one single-threaded gemm
+/// call that accumulates onto the bias-filled output and activates it while it
+/// is in cache (gemm's own splitting only pays off for matrices larger than
+/// these layers).
+pub fn matmul_bias(
+    lhs: &[f32],
+    weights: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    activation: Activation,
+) -> Vec<f32> {
     let n = bias.len();
     let k = weights.len() / n;
     let m = lhs.len() / k;
     assert_eq!((m * k, k * n), (lhs.len(), weights.len()), "matmul shapes");
-    let mut out = vec![0.0; m * n];
+    assert!(residual.is_none_or(|r| r.len() == m * n), "residual shape");
+    let mut out = residual.map_or_else(|| vec![0.0; m * n], <[f32]>::to_vec);
     let threads = rayon::current_num_threads();
     let band = if threads > 1 && m * k * n >= PARALLEL_MATMUL_MACS {
         m.div_ceil(threads)
@@ -84,7 +100,11 @@ pub fn matmul_bias(lhs: &[f32], weights: &[f32], bias: &[f32], activation: Activ
         .for_each(|(out, lhs)| {
             let rows = lhs.len() / k;
             for pixel in out.chunks_exact_mut(n) {
-                pixel.copy_from_slice(bias);
+                if residual.is_some() {
+                    pixel.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+                } else {
+                    pixel.copy_from_slice(bias);
+                }
             }
             // SAFETY: the three row-major buffers hold exactly rows×n, rows×k
             // and k×n values and `out` does not alias the inputs.
@@ -113,6 +133,17 @@ pub fn matmul_bias(lhs: &[f32], weights: &[f32], bias: &[f32], activation: Activ
             }
             activation.apply(out);
         });
+    out
+}
+
+/// Channels per vector of the depthwise kernel: one AVX-512 register (two AVX2 ones).
+const LANES: usize = 16;
+
+/// Element-wise sum of two same-shaped tensors, then the activation.
+pub fn add(a: &[f32], b: &[f32], activation: Activation) -> Vec<f32> {
+    assert_eq!(a.len(), b.len(), "add shapes");
+    let mut out: Vec<f32> = a.iter().zip(b).map(|(x, y)| x + y).collect();
+    activation.apply(&mut out);
     out
 }
 
@@ -161,7 +192,9 @@ impl Depthwise<'_> {
                 // SAFETY: the CPU supports the feature the function is compiled for.
                 return unsafe { self.row_avx512(oy, row) };
             }
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
                 // SAFETY: as above.
                 return unsafe { self.row_avx2(oy, row) };
             }
@@ -176,38 +209,98 @@ impl Depthwise<'_> {
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     fn row_avx2(&self, oy: usize, row: &mut [f32]) {
         self.row(oy, row)
     }
 
+    /// Output pixels accumulate all their taps in registers, [`LANES`]
+    /// channels at a time (then 8, then the rest, when `c` is not a multiple),
+    /// [`PIXELS`] neighbours together where their taps are all inside the input
+    /// (independent FMA chains that share each weight load).
     #[inline(always)]
     fn row(&self, oy: usize, row: &mut [f32]) {
         let (shape, window) = (self.shape, self.window);
         let c = shape.c;
-        for pixel in row.chunks_exact_mut(c) {
-            pixel.copy_from_slice(self.bias);
-        }
-        for ky in 0..window.kh {
-            let Some(iy) = window.source(oy, ky, window.pad_top, shape.h) else {
-                continue;
+        let out_w = row.len() / c;
+        let rows = window.taps(oy, window.pad_top, shape.h, window.kh);
+        let mut ox = 0;
+        while ox < out_w {
+            let columns = window.taps(ox, window.pad_left, shape.w, window.kw);
+            let group = ox + PIXELS <= out_w
+                && columns == (0..window.kw)
+                && window.taps(ox + PIXELS - 1, window.pad_left, shape.w, window.kw)
+                    == (0..window.kw);
+            let pixels = Pixels {
+                oy,
+                ox,
+                rows: rows.clone(),
+                columns,
             };
-            let input_row = &self.input[iy * shape.w * c..(iy + 1) * shape.w * c];
-            for kx in 0..window.kw {
-                let tap = &self.weights[(ky * window.kw + kx) * c..][..c];
-                for (ox, pixel) in row.chunks_exact_mut(c).enumerate() {
-                    let Some(ix) = window.source(ox, kx, window.pad_left, shape.w) else {
-                        continue;
-                    };
-                    let source = &input_row[ix * c..(ix + 1) * c];
-                    for ((o, &x), &w) in pixel.iter_mut().zip(source).zip(tap) {
-                        *o += x * w;
+            let out = &mut row[ox * c..];
+            let mut first = 0;
+            while first < c {
+                // Constant widths compile to straight vector code; a remainder
+                // under 8 channels goes one channel at a time.
+                first += match (group, c - first) {
+                    (true, w) if w >= LANES => self.chunk::<PIXELS, LANES>(&pixels, first, out),
+                    (true, w) if w >= 8 => self.chunk::<PIXELS, 8>(&pixels, first, out),
+                    (_, w) if w >= LANES => self.chunk::<1, LANES>(&pixels, first, out),
+                    (_, w) if w >= 8 => self.chunk::<1, 8>(&pixels, first, out),
+                    (true, _) => self.chunk::<PIXELS, 1>(&pixels, first, out),
+                    (false, _) => self.chunk::<1, 1>(&pixels, first, out),
+                };
+            }
+            ox += if group { PIXELS } else { 1 };
+        }
+    }
+
+    /// Output channels `first..first + W` of `G` neighbouring pixels, written
+    /// activated to `out` (which starts at the first pixel); returns `W`.
+    #[inline(always)]
+    fn chunk<const G: usize, const W: usize>(
+        &self,
+        pixels: &Pixels,
+        first: usize,
+        out: &mut [f32],
+    ) -> usize {
+        let (shape, window) = (self.shape, self.window);
+        let c = shape.c;
+        let lanes = |values: &[f32], at: usize| -> [f32; W] {
+            values[at..at + W].try_into().expect("W values")
+        };
+        let mut acc = [lanes(self.bias, first); G];
+        for ky in pixels.rows.clone() {
+            let iy = pixels.oy * window.stride + ky - window.pad_top;
+            for kx in pixels.columns.clone() {
+                let tap = lanes(self.weights, (ky * window.kw + kx) * c + first);
+                for (g, acc) in acc.iter_mut().enumerate() {
+                    let ix = (pixels.ox + g) * window.stride + kx - window.pad_left;
+                    let source = lanes(self.input, (iy * shape.w + ix) * c + first);
+                    for l in 0..W {
+                        acc[l] = source[l].mul_add(tap[l], acc[l]);
                     }
                 }
             }
         }
-        self.activation.apply(row);
+        for (g, acc) in acc.iter_mut().enumerate() {
+            self.activation.apply(acc);
+            out[g * c + first..][..W].copy_from_slice(acc);
+        }
+        W
     }
+}
+
+/// Output pixels processed together by a depthwise row.
+const PIXELS: usize = 4;
+
+/// `G` neighbouring output pixels of a depthwise convolution, from (`oy`,
+/// `ox`) on, and the kernel taps inside the input (the same for all of them).
+struct Pixels {
+    oy: usize,
+    ox: usize,
+    rows: std::ops::Range<usize>,
+    columns: std::ops::Range<usize>,
 }
 
 /// Patches of a k×k convolution as rows `[oy*ow+ox][ky][kx][c]` (zero outside
@@ -384,8 +477,10 @@ mod tests {
 
     #[test]
     fn depthwise_matches_definition_with_stride_and_padding() {
-        let s = Hwc { h: 9, w: 7, c: 5 };
-        for (k, stride, pad) in [(3, 1, 1), (5, 2, 1), (3, 2, 0), (5, 1, 2)] {
+        // 29 channels: a full vector of lanes, a half one and single channels;
+        // 11 columns: groups of neighbouring pixels and single ones at the borders.
+        for (k, stride, pad, c) in [(3, 1, 1, 5), (5, 2, 1, 29), (3, 2, 0, 21), (5, 1, 2, 29)] {
+            let s = Hwc { h: 9, w: 11, c };
             let win = Window {
                 kh: k,
                 kw: k,
@@ -407,19 +502,46 @@ mod tests {
         }
     }
 
+    /// Direct definition of `lhs · weights + bias + residual`, activated.
+    fn naive_matmul(
+        lhs: &[f32],
+        weights: &[f32],
+        bias: &[f32],
+        residual: Option<&[f32]>,
+        activation: Activation,
+    ) -> Vec<f32> {
+        let n = bias.len();
+        let k = weights.len() / n;
+        let mut out: Vec<f32> = (0..lhs.len() / k * n)
+            .map(|i| {
+                let (row, col) = (i / n, i % n);
+                let dot: f32 = (0..k)
+                    .map(|j| lhs[row * k + j] * weights[j * n + col])
+                    .sum();
+                dot + bias[col] + residual.map_or(0.0, |r| r[i])
+            })
+            .collect();
+        activation.apply(&mut out);
+        out
+    }
+
+    fn assert_close(fast: &[f32], slow: &[f32]) {
+        assert_eq!(fast.len(), slow.len());
+        for (a, b) in fast.iter().zip(slow) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+    }
+
     #[test]
     fn matmul_bias_matches_definition() {
         let (m, k, n) = (70, 33, 9);
-        let (lhs, weights, bias) = (ramp(m * k), ramp(k * n), ramp(n));
-        let out = matmul_bias(&lhs, &weights, &bias, Activation::Relu);
-        for row in 0..m {
-            for col in 0..n {
-                let dot: f32 = (0..k)
-                    .map(|i| lhs[row * k + i] * weights[i * n + col])
-                    .sum();
-                let expected = (dot + bias[col]).max(0.0);
-                assert!((out[row * n + col] - expected).abs() < 1e-4);
-            }
+        let (lhs, weights, bias, residual) = (ramp(m * k), ramp(k * n), ramp(n), ramp(m * n));
+        for skip in [None, Some(residual.as_slice())] {
+            let fast = matmul_bias(&lhs, &weights, &bias, skip, Activation::Relu);
+            assert_close(
+                &fast,
+                &naive_matmul(&lhs, &weights, &bias, skip, Activation::Relu),
+            );
         }
     }
 
