@@ -69,6 +69,11 @@ impl Activation {
 /// small late layers costs more in synchronisation than it saves.
 const PARALLEL_MATMUL_MACS: usize = 1 << 19;
 
+/// Below this many pixels a matmul runs on one thread whatever its size: gemm
+/// packs the whole weight matrix for each call, so bands of a few pixels would
+/// each pay for the packing of the large late layers' weights.
+const MIN_PARALLEL_PIXELS: usize = 128;
+
 /// `lhs [m × k] · weights [k × n] + bias (+ residual [m × n])`, then the
 /// activation: a 1×1 convolution over `m` pixels (or a k×k one over im2col
 /// patches), with the residual ADD that follows a projection fused in. The
@@ -88,24 +93,37 @@ pub fn matmul_bias(
     let m = lhs.len() / k;
     assert_eq!((m * k, k * n), (lhs.len(), weights.len()), "matmul shapes");
     assert!(residual.is_none_or(|r| r.len() == m * n), "residual shape");
-    let mut out = residual.map_or_else(|| vec![0.0; m * n], <[f32]>::to_vec);
     let threads = rayon::current_num_threads();
-    let band = if threads > 1 && m * k * n >= PARALLEL_MATMUL_MACS {
+    let band = if threads > 1 && m >= MIN_PARALLEL_PIXELS && m * k * n >= PARALLEL_MATMUL_MACS {
         m.div_ceil(threads)
     } else {
         m
     };
-    out.par_chunks_mut(band * n)
+    // Every value is written by its band (bias, plus the residual) before the
+    // gemm reads it: no zero-filling pass over the whole output first.
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    out.spare_capacity_mut()[..m * n]
+        .par_chunks_mut(band * n)
         .zip(lhs.par_chunks(band * k))
-        .for_each(|(out, lhs)| {
+        .enumerate()
+        .for_each(|(index, (out, lhs))| {
             let rows = lhs.len() / k;
-            for pixel in out.chunks_exact_mut(n) {
-                if residual.is_some() {
-                    pixel.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
-                } else {
-                    pixel.copy_from_slice(bias);
+            let skip = residual.map(|r| &r[index * band * n..][..out.len()]);
+            for (row, pixel) in out.chunks_exact_mut(n).enumerate() {
+                match skip {
+                    Some(skip) => {
+                        let skip = &skip[row * n..][..n];
+                        for ((o, s), b) in pixel.iter_mut().zip(skip).zip(bias) {
+                            o.write(s + b);
+                        }
+                    }
+                    None => {
+                        pixel.write_copy_of_slice(bias);
+                    }
                 }
             }
+            // SAFETY: all rows×n values of the band were initialised just above.
+            let out = unsafe { &mut *(std::ptr::from_mut(out) as *mut [f32]) };
             // SAFETY: the three row-major buffers hold exactly rows×n, rows×k
             // and k×n values and `out` does not alias the inputs.
             unsafe {
@@ -133,6 +151,8 @@ pub fn matmul_bias(
             }
             activation.apply(out);
         });
+    // SAFETY: the bands cover all m×n values, each initialised above.
+    unsafe { out.set_len(m * n) };
     out
 }
 
@@ -534,14 +554,14 @@ mod tests {
 
     #[test]
     fn matmul_bias_matches_definition() {
-        let (m, k, n) = (70, 33, 9);
-        let (lhs, weights, bias, residual) = (ramp(m * k), ramp(k * n), ramp(n), ramp(m * n));
-        for skip in [None, Some(residual.as_slice())] {
-            let fast = matmul_bias(&lhs, &weights, &bias, skip, Activation::Relu);
-            assert_close(
-                &fast,
-                &naive_matmul(&lhs, &weights, &bias, skip, Activation::Relu),
-            );
+        // The second size is large enough to be split into bands (with more than one thread).
+        for (m, k, n) in [(70, 33, 9), (257, 64, 40)] {
+            let (lhs, weights, bias, residual) = (ramp(m * k), ramp(k * n), ramp(n), ramp(m * n));
+            for skip in [None, Some(residual.as_slice())] {
+                let fast = matmul_bias(&lhs, &weights, &bias, skip, Activation::Relu);
+                let slow = naive_matmul(&lhs, &weights, &bias, skip, Activation::Relu);
+                assert_close(&fast, &slow);
+            }
         }
     }
 
