@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, Recorder, Reporter};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -10,13 +12,45 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// The Event recorder of both controllers (instance = the pod, for leader handovers).
-pub fn recorder(client: kube::Client) -> kube::runtime::events::Recorder {
-    let reporter = kube::runtime::events::Reporter {
-        controller: crate::analysis::FIELD_MANAGER.into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
-    kube::runtime::events::Recorder::new(client, reporter)
+/// Events the queue holds before it drops new ones.
+const EVENT_QUEUE: usize = 1024;
+
+/// Kubernetes Events of both controllers, sent by a background task as client-go's
+/// event broadcaster does: a reconcile does not wait for the API server to store
+/// its Event, and a burst beyond the queue drops Events (they are informational)
+/// instead of slowing reconciles down.
+#[derive(Clone)]
+pub struct Events {
+    queue: tokio::sync::mpsc::Sender<(Event, ObjectReference)>,
+}
+
+impl Events {
+    /// Starts the sender task; it ends when the last `Events` handle is dropped.
+    pub fn start(client: kube::Client) -> Self {
+        // Instance = the pod, so Events say which replica acted across leader handovers.
+        let reporter = Reporter {
+            controller: crate::analysis::FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        let recorder = Recorder::new(client, reporter);
+        let (queue, mut queued) =
+            tokio::sync::mpsc::channel::<(Event, ObjectReference)>(EVENT_QUEUE);
+        tokio::spawn(async move {
+            while let Some((event, reference)) = queued.recv().await {
+                if let Err(e) = recorder.publish(&event, &reference).await {
+                    tracing::warn!(error = %e, reason = %event.reason, "could not publish event");
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Queues an Event about `regarding`.
+    pub fn publish(&self, event: Event, regarding: ObjectReference) {
+        if self.queue.try_send((event, regarding)).is_err() {
+            tracing::warn!("event queue full; an Event was dropped");
+        }
+    }
 }
 
 /// JSON logs when `LOG_FORMAT=json`, human-readable otherwise; level from `RUST_LOG`.

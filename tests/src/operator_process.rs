@@ -44,13 +44,8 @@ impl OperatorProcess {
             ])
             .args(["--metrics-addr", &metrics_addr.to_string()])
             .args(["--leader-election", &leader_election.to_string()])
-            .args([
-                "--resync-seconds",
-                "2",
-                "--concurrency",
-                "8",
-                "--local-job-runner",
-            ])
+            // Reconcile concurrency is the operator's default, as the chart deploys it.
+            .args(["--resync-seconds", "2", "--local-job-runner"])
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", identity)
             .env("RUST_LOG", "info,kube=warn");

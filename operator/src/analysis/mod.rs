@@ -23,17 +23,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{Mutex, mpsc};
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 use crate::error::{Error, Result};
 use crate::external::{DatabasePools, S3Clients};
-use crate::telemetry::{Metrics, PhaseLabel, StackLabel};
+use crate::telemetry::{Events, Metrics, PhaseLabel, StackLabel};
 use job::{JobOptions, job_for_analysis, job_name, labels};
 use phase::{JobState, job_state};
 use queue::{Admission, Waiting};
@@ -52,7 +52,7 @@ pub struct Context {
     pub jobs: Store<Job>,
     pub options: JobOptions,
     pub metrics: Metrics,
-    pub recorder: Recorder,
+    pub events: Events,
     pub databases: DatabasePools,
     pub s3: S3Clients,
     /// Serialises admission per stack, and remembers Jobs created but not yet seen in
@@ -195,13 +195,7 @@ async fn update_status(
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = ctx
-            .recorder
-            .publish(&event, &analysis.object_ref(&()))
-            .await
-        {
-            warn!(error = %e, "could not publish event");
-        }
+        ctx.events.publish(event, analysis.object_ref(&()));
         ctx.metrics
             .analyses_by_phase
             .get_or_create(&PhaseLabel {
@@ -708,7 +702,7 @@ pub async fn run(
             .debounce(Duration::from_millis(200)),
     );
     let (wake, woken) = mpsc::unbounded_channel();
-    let recorder = crate::telemetry::recorder(client.clone());
+    let events = Events::start(client.clone());
     let ctx = Arc::new(Context {
         client,
         analyses: analyses.clone(),
@@ -716,7 +710,7 @@ pub async fn run(
         jobs: jobs.clone(),
         options: settings.options,
         metrics,
-        recorder,
+        events,
         databases: DatabasePools::default(),
         s3: S3Clients::default(),
         admission: Mutex::new(HashMap::new()),

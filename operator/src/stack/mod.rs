@@ -20,17 +20,17 @@ use golftracker_crds::stack::{
 };
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use tracing::{instrument, warn};
+use tracing::instrument;
 
 use crate::analysis::FIELD_MANAGER;
 use crate::analysis::job::database_secret;
 use crate::error::{Error, Result};
 use crate::external::{DatabasePools, S3Clients};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Events, Metrics};
 
 /// Finalizer that applies the bucket's deletion policy.
 pub const FINALIZER: &str = "golftracker.io/bucket";
@@ -43,7 +43,7 @@ pub struct Context {
     /// How often external state is re-checked when nothing changes (drift repair).
     pub resync: Duration,
     pub metrics: Metrics,
-    pub recorder: Recorder,
+    pub events: Events,
     pub databases: DatabasePools,
     pub s3: S3Clients,
     /// The operator's ServiceAccount token, for Vault's Kubernetes auth.
@@ -69,8 +69,7 @@ async fn reconcile_storage(stack: &GolfTrackerStack, ctx: &Context) -> (Part, Op
                     EventType::Warning,
                     "DriftRepaired",
                     format!("bucket {setting} was changed outside the operator; put back"),
-                )
-                .await;
+                );
             }
             let mut message = format!(
                 "bucket {} {}",
@@ -218,13 +217,7 @@ async fn reconcile_vault(stack: &GolfTrackerStack, ctx: &Context) -> (Part, Opti
     }
 }
 
-async fn publish(
-    ctx: &Context,
-    stack: &GolfTrackerStack,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
+fn publish(ctx: &Context, stack: &GolfTrackerStack, type_: EventType, reason: &str, note: String) {
     let event = KubeEvent {
         type_,
         reason: reason.into(),
@@ -232,9 +225,7 @@ async fn publish(
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &stack.object_ref(&())).await {
-        warn!(error = %e, "could not publish event");
-    }
+    ctx.events.publish(event, stack.object_ref(&()));
 }
 
 async fn apply(stack: &GolfTrackerStack, ctx: &Context) -> Result<Action> {
@@ -328,7 +319,7 @@ async fn cleanup(stack: &GolfTrackerStack, ctx: &Context) -> Result<Action> {
     match storage::delete_bucket_if_empty(&s3, &stack.spec.storage.bucket).await? {
         None => Ok(Action::await_change()),
         Some(reason) => {
-            publish(ctx, stack, EventType::Warning, "BucketKept", reason.clone()).await;
+            publish(ctx, stack, EventType::Warning, "BucketKept", reason.clone());
             Err(Error::Finalizer(reason))
         }
     }
@@ -386,12 +377,12 @@ pub async fn run(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let recorder = crate::telemetry::recorder(client.clone());
+    let events = Events::start(client.clone());
     let ctx = Arc::new(Context {
         client,
         resync,
         metrics,
-        recorder,
+        events,
         databases: DatabasePools::default(),
         s3: S3Clients::default(),
         vault_sa_token,
