@@ -69,9 +69,10 @@ impl Activation {
 /// small late layers costs more in synchronisation than it saves.
 const PARALLEL_MATMUL_MACS: usize = 1 << 19;
 
-/// Below this many pixels a matmul runs on one thread whatever its size: gemm
-/// packs the whole weight matrix for each call, so bands of a few pixels would
-/// each pay for the packing of the large late layers' weights.
+/// Below this many pixels a large matmul is not split into bands of pixels
+/// but left to gemm's own threading, which packs the weights once: split
+/// into bands, each band's gemm call packed the whole weight matrix again,
+/// the main cost of the small late layers with up to 1152 channels.
 const MIN_PARALLEL_PIXELS: usize = 128;
 
 /// `lhs [m × k] · weights [k × n] + bias (+ residual [m × n])`, then the
@@ -79,8 +80,8 @@ const MIN_PARALLEL_PIXELS: usize = 128;
 /// patches), with the residual ADD that follows a projection fused in. The
 /// pixels are split into one band per thread, each one single-threaded gemm
 /// call that accumulates onto the bias-filled output and activates it while it
-/// is in cache (gemm's own splitting only pays off for matrices larger than
-/// these layers).
+/// is in cache (gemm's own splitting costs more on these shapes), except for
+/// layers with few pixels (see [`MIN_PARALLEL_PIXELS`]).
 pub fn matmul_bias(
     lhs: &[f32],
     weights: &[f32],
@@ -94,10 +95,16 @@ pub fn matmul_bias(
     assert_eq!((m * k, k * n), (lhs.len(), weights.len()), "matmul shapes");
     assert!(residual.is_none_or(|r| r.len() == m * n), "residual shape");
     let threads = rayon::current_num_threads();
-    let band = if threads > 1 && m >= MIN_PARALLEL_PIXELS && m * k * n >= PARALLEL_MATMUL_MACS {
+    let parallel = threads > 1 && m * k * n >= PARALLEL_MATMUL_MACS;
+    let band = if parallel && m >= MIN_PARALLEL_PIXELS {
         m.div_ceil(threads)
     } else {
         m
+    };
+    let gemm_parallelism = if parallel && band == m {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
     };
     // Every value is written by its band (bias, plus the residual) before the
     // gemm reads it: no zero-filling pass over the whole output first.
@@ -146,7 +153,7 @@ pub fn matmul_bias(
                     false,
                     false,
                     false,
-                    gemm::Parallelism::None,
+                    gemm_parallelism,
                 );
             }
             activation.apply(out);
@@ -554,8 +561,9 @@ mod tests {
 
     #[test]
     fn matmul_bias_matches_definition() {
-        // The second size is large enough to be split into bands (with more than one thread).
-        for (m, k, n) in [(70, 33, 9), (257, 64, 40)] {
+        // Single-threaded, split into bands of pixels, and left to gemm's
+        // threading (the last two when there is more than one thread).
+        for (m, k, n) in [(70, 33, 9), (257, 64, 40), (40, 128, 128)] {
             let (lhs, weights, bias, residual) = (ramp(m * k), ramp(k * n), ramp(n), ramp(m * n));
             for skip in [None, Some(residual.as_slice())] {
                 let fast = matmul_bias(&lhs, &weights, &bias, skip, Activation::Relu);
