@@ -5,7 +5,8 @@
 //! documented in `xtask/src/models.rs`). Activations are candle tensors in
 //! NHWC; 1×1 convolutions are matmuls (bias fused), k×k ones im2col + matmul, depthwise
 //! convolutions and the other spatial ops the kernels in [`super::kernels`],
-//! and an explicit PAD feeding a VALID convolution is folded into it.
+//! an explicit PAD feeding a VALID convolution is folded into it, and a
+//! residual ADD into the projection convolution before it.
 
 use std::collections::{HashMap, HashSet};
 
