@@ -254,12 +254,28 @@ async fn reconcile(analysis: Arc<SwingAnalysis>, ctx: Arc<Context>) -> Result<Ac
         ctx.client.clone(),
         &analysis.namespace().unwrap_or_default(),
     );
-    let result = finalizer(&api, FINALIZER, analysis, |event| async {
+    let handle = |event| async {
         match event {
             Finalizer::Apply(analysis) => apply(&analysis, &ctx).await,
             Finalizer::Cleanup(analysis) => erase::cleanup(&analysis, &ctx).await,
         }
-    })
+    };
+    let result = async {
+        // kube's helper only adds a missing finalizer and waits for the watch event
+        // to call it again; going on with the object as patched saves each new
+        // analysis a round through the queue.
+        let adds_finalizer = analysis.meta().deletion_timestamp.is_none()
+            && !analysis.finalizers().iter().any(|f| f == FINALIZER);
+        let analysis = if adds_finalizer {
+            finalizer(&api, FINALIZER, analysis.clone(), handle).await?;
+            let mut patched = (*analysis).clone();
+            patched.finalizers_mut().push(FINALIZER.to_string());
+            Arc::new(patched)
+        } else {
+            analysis
+        };
+        finalizer(&api, FINALIZER, analysis, handle).await
+    }
     .await
     .map_err(Error::from);
     ctx.metrics.reconciled(CONTROLLER, started.elapsed());
