@@ -321,7 +321,7 @@ async fn vault_wired_stack_serves_the_worker_rotates_credentials_and_emits_vso_o
     golftracker_e2e::wait_stack_ready(&h.client, Duration::from_secs(30))
         .await
         .unwrap();
-    let clip = synthetic_clip(&temp_dir("stack-vault"), 5).unwrap();
+    let clip = synthetic_clip(&temp_dir("stack-vault"), 7).unwrap();
     h.submit("after-rotation", &clip, 0, "Retain")
         .await
         .unwrap();
