@@ -775,14 +775,11 @@ pub async fn run(
 /// Ready. The stack's other status updates (counts, drift checks) would otherwise wake
 /// every analysis of the stack each time.
 fn stack_change_for_analyses(stack: &GolfTrackerStack) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
     let ready = stack
         .status
         .as_ref()
         .is_some_and(|s| conditions::is_true(&s.conditions, stack::condition::READY));
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (stack.meta().generation, ready).hash(&mut hasher);
-    Some(hasher.finish())
+    crate::stack::change_key((stack.meta().generation, ready))
 }
 
 /// Managed fields (and a `kubectl apply` copy of the object) are kept by the API

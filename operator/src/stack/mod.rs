@@ -351,15 +351,20 @@ fn error_policy(stack: Arc<GolfTrackerStack>, error: &Error, ctx: Arc<Context>) 
 /// SwingAnalysis controller writes, would otherwise re-run the whole reconcile
 /// (bucket, database, Vault, worker objects) each time.
 fn spec_or_lifecycle_change(stack: &GolfTrackerStack) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
     let meta = stack.meta();
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (
+    change_key((
         meta.generation,
         &meta.finalizers,
         meta.deletion_timestamp.is_some(),
-    )
-        .hash(&mut hasher);
+    ))
+}
+
+/// The key a watcher's `predicate_filter` compares: a hash of the part of a stack
+/// a controller reacts to (each controller reacts to a different part).
+pub(crate) fn change_key(what: impl std::hash::Hash) -> Option<u64> {
+    use std::hash::Hasher;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    what.hash(&mut hasher);
     Some(hasher.finish())
 }
 
