@@ -4,5 +4,6 @@ pub mod analysis;
 pub mod error;
 pub mod external;
 pub mod http;
+pub mod predicates;
 pub mod stack;
 pub mod telemetry;

@@ -143,6 +143,9 @@ async fn twenty_analyses_share_three_slots_and_erase_on_delete() {
         .await
         .unwrap();
     let retained = h.analyses().get("swing-1").await.unwrap();
+    // Only Erase needs the operator at deletion: Retain carries no finalizer.
+    assert_eq!(erased.finalizers(), ["golftracker.io/erase"]);
+    assert!(retained.finalizers().is_empty(), "{:?}", retained.finalizers());
     h.analyses()
         .delete("swing-1", &DeleteParams::default())
         .await

@@ -14,6 +14,8 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::warn;
 
+use super::CachesListed;
+
 /// Field manager of the two count fields only; the stack controller owns the rest
 /// of the stack's status.
 pub const FIELD_MANAGER: &str = "golftracker-operator-analysis-counts";
@@ -44,9 +46,10 @@ pub async fn keep_stack_counts(
     client: Client,
     analyses: Store<SwingAnalysis>,
     stacks: Store<GolfTrackerStack>,
+    listed: CachesListed,
 ) {
     // Counting a cache that is still filling would publish zeros.
-    let _ = futures::join!(analyses.wait_until_ready(), stacks.wait_until_ready());
+    listed.wait().await;
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use golftracker_crds::analysis::{Phase, SwingAnalysis, SwingAnalysisStatus, condition};
+use golftracker_crds::analysis::{Phase, Retention, SwingAnalysis, SwingAnalysisStatus, condition};
 use golftracker_crds::conditions::{self, NewCondition};
 use golftracker_crds::stack::{self, GolfTrackerStack};
 use k8s_openapi::api::batch::v1::Job;
@@ -28,11 +28,12 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, watch};
 use tracing::{info, instrument};
 
 use crate::error::{Error, Result};
 use crate::external::{DatabasePools, S3Clients};
+use crate::predicates;
 use crate::telemetry::{Events, Metrics, PhaseLabel, StackLabel};
 use job::{JobOptions, job_for_analysis, job_name, labels};
 use phase::{JobState, job_state};
@@ -60,6 +61,40 @@ pub struct Context {
     admission: Mutex<HashMap<String, HashSet<String>>>,
     /// Wakes waiting analyses when a slot frees.
     wake: mpsc::UnboundedSender<ObjectRef<SwingAnalysis>>,
+    listed: CachesListed,
+}
+
+/// Which of the controller's three caches have been listed once, a bit each.
+/// Admission, the stack counts and /readyz wait for all three. (Not with kube's
+/// `Store::wait_until_ready`: of several tasks waiting on one store it wakes only
+/// the last, and the Controller itself waits on the analysis store.)
+#[derive(Clone)]
+pub struct CachesListed(Arc<watch::Sender<u8>>);
+
+impl CachesListed {
+    const ANALYSES: u8 = 1;
+    const STACKS: u8 = 2;
+    const JOBS: u8 = 4;
+
+    fn new() -> Self {
+        Self(Arc::new(watch::channel(0).0))
+    }
+
+    /// For `inspect` on a reflector's events: marks `cache` listed at its InitDone.
+    fn mark<K>(&self, cache: u8) -> impl FnMut(&watcher::Result<watcher::Event<K>>) + use<K> {
+        let listed = self.0.clone();
+        move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                listed.send_modify(|bits| *bits |= cache);
+            }
+        }
+    }
+
+    pub async fn wait(&self) {
+        let all = Self::ANALYSES | Self::STACKS | Self::JOBS;
+        // The sender lives in `self`: waiting ends only when all are listed.
+        let _ = self.0.subscribe().wait_for(|bits| *bits == all).await;
+    }
 }
 
 fn stack_key(namespace: &str, name: &str) -> String {
@@ -113,6 +148,15 @@ fn waiting_of_stack(
             created: a.meta().creation_timestamp.as_ref().map(|t| t.0),
         })
         .collect()
+}
+
+/// Whether this process created the Job and its cache has not seen it yet.
+async fn just_created(ctx: &Context, stack_key: &str, job: &str) -> bool {
+    ctx.admission
+        .lock()
+        .await
+        .get(stack_key)
+        .is_some_and(|created| created.contains(job))
 }
 
 /// Unfinished Jobs of a stack: those in the cache plus those just created.
@@ -260,24 +304,32 @@ async fn reconcile(analysis: Arc<SwingAnalysis>, ctx: Arc<Context>) -> Result<Ac
             Finalizer::Cleanup(analysis) => erase::cleanup(&analysis, &ctx).await,
         }
     };
-    let result = async {
-        // kube's helper only adds a missing finalizer and waits for the watch event
-        // to call it again; going on with the object as patched saves each new
-        // analysis a round through the queue.
-        let adds_finalizer = analysis.meta().deletion_timestamp.is_none()
-            && !analysis.finalizers().iter().any(|f| f == FINALIZER);
-        let analysis = if adds_finalizer {
-            finalizer(&api, FINALIZER, analysis.clone(), handle).await?;
-            let mut patched = (*analysis).clone();
-            patched.finalizers_mut().push(FINALIZER.to_string());
-            Arc::new(patched)
-        } else {
-            analysis
-        };
-        finalizer(&api, FINALIZER, analysis, handle).await
-    }
-    .await
-    .map_err(Error::from);
+    let has_finalizer = analysis.finalizers().iter().any(|f| f == FINALIZER);
+    let result = if !has_finalizer && analysis.spec.retention != Retention::Erase {
+        // Retain keeps the data: nothing to do at deletion, so no finalizer to add (a
+        // write saved per analysis) nor for the deletion to wait for.
+        match analysis.meta().deletion_timestamp {
+            Some(_) => Ok(Action::await_change()),
+            None => apply(&analysis, &ctx).await,
+        }
+    } else {
+        async {
+            // kube's helper only adds a missing finalizer and waits for the watch
+            // event to call it again; going on with the object as patched saves each
+            // new analysis a round through the queue.
+            let analysis = if !has_finalizer && analysis.meta().deletion_timestamp.is_none() {
+                finalizer(&api, FINALIZER, analysis.clone(), handle).await?;
+                let mut patched = (*analysis).clone();
+                patched.finalizers_mut().push(FINALIZER.to_string());
+                Arc::new(patched)
+            } else {
+                analysis
+            };
+            finalizer(&api, FINALIZER, analysis, handle).await
+        }
+        .await
+        .map_err(Error::from)
+    };
     ctx.metrics.reconciled(CONTROLLER, started.elapsed());
     result
 }
@@ -287,6 +339,9 @@ async fn apply(analysis: &SwingAnalysis, ctx: &Context) -> Result<Action> {
     if current.phase.is_finished() {
         return Ok(Action::await_change());
     }
+    // Stack, Job and queue lookups read the caches: until each has been listed once
+    // (just after a start), a full stack would look empty and a stack missing.
+    ctx.listed.wait().await;
     // Dereference and validate the stack.
     let (namespace, stack_name) = match stack_ref(analysis) {
         Ok(found) => found,
@@ -351,7 +406,12 @@ async fn apply(analysis: &SwingAnalysis, ctx: &Context) -> Result<Action> {
     );
 
     let name = job_name(analysis)?;
-    let existing = match ctx.jobs.get(&ObjectRef::new(&name).within(&namespace)) {
+    let cached = ctx.jobs.get(&ObjectRef::new(&name).within(&namespace));
+    if cached.is_none() && just_created(ctx, &stack_key(&namespace, &stack_name), &name).await {
+        // Created by this process a moment ago: its watch event brings the analysis back.
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+    let existing = match cached {
         Some(job) => Some(job),
         // Not cached yet (just created, or the operator restarted): ask the server, so a
         // re-delivered reconcile never creates a second Job.
@@ -377,6 +437,16 @@ async fn observe_job(
 ) -> Result<Action> {
     status.job_name = Some(job.name_any());
     status.queue_position = None;
+    let mut status = with_condition(
+        analysis,
+        status,
+        NewCondition {
+            type_: condition::INPUT_VALID,
+            status: conditions::TRUE,
+            reason: "JobCreated",
+            message: format!("worker Job {} created", job.name_any()),
+        },
+    );
     let namespace = analysis.namespace().unwrap_or_default();
     match job_state(job) {
         JobState::Running {
@@ -600,21 +670,10 @@ async fn admit(
                 return Err(e.into());
             }
             info!(job = %name, "created worker Job");
-            status.phase = Phase::Running;
-            status.job_name = Some(name.clone());
-            status.queue_position = None;
-            let status = with_condition(
-                analysis,
-                status,
-                NewCondition {
-                    type_: condition::INPUT_VALID,
-                    status: conditions::TRUE,
-                    reason: "JobCreated",
-                    message: format!("worker Job {name} created"),
-                },
-            );
-            update_status(ctx, analysis, status).await?;
-            Ok(Action::requeue(Duration::from_secs(300)))
+            // The status (phase Running, the Job's name) is written when the Job's watch
+            // event brings the analysis back: one status write either way, and the
+            // admission holds its caller for one API round trip less.
+            Ok(Action::requeue(Duration::from_secs(60)))
         }
     }
 }
@@ -683,11 +742,13 @@ pub async fn run(
             Api::all(client.clone()),
         ),
     };
+    let listed = CachesListed::new();
     let (stacks, stacks_writer) = reflector::store();
     let stack_events = reflector::reflector(
         stacks_writer,
         watcher(stacks_api, watcher::Config::default().any_semantic()),
     )
+    .inspect(listed.mark(CachesListed::STACKS))
     .default_backoff()
     .touched_objects()
     .predicate_filter(stack_change_for_analyses, PredicateConfig::default());
@@ -702,6 +763,7 @@ pub async fn run(
         )
         .modify(trim_cached_job),
     )
+    .inspect(listed.mark(CachesListed::JOBS))
     .default_backoff()
     .touched_objects();
     let (analyses, analyses_writer) = reflector::store();
@@ -710,8 +772,13 @@ pub async fn run(
         watcher(analyses_api, watcher::Config::default().any_semantic())
             .modify(trim_cached_analysis),
     )
+    .inspect(listed.mark(CachesListed::ANALYSES))
     .default_backoff()
-    .applied_objects();
+    .applied_objects()
+    .predicate_filter(
+        predicates::spec_or_lifecycle_change,
+        PredicateConfig::default(),
+    );
     let controller = Controller::for_stream(analysis_events, analyses.clone()).with_config(
         kube::runtime::controller::Config::default()
             .concurrency(settings.concurrency)
@@ -731,6 +798,7 @@ pub async fn run(
         s3: S3Clients::default(),
         admission: Mutex::new(HashMap::new()),
         wake,
+        listed: listed.clone(),
     });
     let stack_to_analyses = {
         let analyses = analyses.clone();
@@ -747,19 +815,14 @@ pub async fn run(
                 .collect::<Vec<_>>()
         }
     };
-    let readiness = {
-        let (analyses, stacks, jobs) = (analyses.clone(), stacks.clone(), jobs.clone());
+    tokio::spawn({
+        let listed = listed.clone();
         async move {
-            let _ = futures::join!(
-                analyses.wait_until_ready(),
-                stacks.wait_until_ready(),
-                jobs.wait_until_ready()
-            );
+            listed.wait().await;
             on_synced();
         }
-    };
-    tokio::spawn(readiness);
-    let stack_counts = counts::keep_stack_counts(ctx.client.clone(), analyses, stacks);
+    });
+    let stack_counts = counts::keep_stack_counts(ctx.client.clone(), analyses, stacks, listed);
     let controller = controller
         .owns_stream(job_events)
         .watches_stream(stack_events, stack_to_analyses)
@@ -779,7 +842,7 @@ fn stack_change_for_analyses(stack: &GolfTrackerStack) -> Option<u64> {
         .status
         .as_ref()
         .is_some_and(|s| conditions::is_true(&s.conditions, stack::condition::READY));
-    crate::stack::change_key((stack.meta().generation, ready))
+    predicates::change_key((stack.meta().generation, ready))
 }
 
 /// Managed fields (and a `kubectl apply` copy of the object) are kept by the API

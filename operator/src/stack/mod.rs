@@ -30,6 +30,7 @@ use crate::analysis::FIELD_MANAGER;
 use crate::analysis::job::database_secret;
 use crate::error::{Error, Result};
 use crate::external::{DatabasePools, S3Clients};
+use crate::predicates;
 use crate::telemetry::{Events, Metrics};
 
 /// Finalizer that applies the bucket's deletion policy.
@@ -346,28 +347,6 @@ fn error_policy(stack: Arc<GolfTrackerStack>, error: &Error, ctx: Arc<Context>) 
     ctx.metrics.failed(CONTROLLER, &stack.name_any(), error)
 }
 
-/// What a stack is reconciled for besides its resync: its spec (generation), its
-/// finalizers and its deletion. Its own status writes, and the analysis counts the
-/// SwingAnalysis controller writes, would otherwise re-run the whole reconcile
-/// (bucket, database, Vault, worker objects) each time.
-fn spec_or_lifecycle_change(stack: &GolfTrackerStack) -> Option<u64> {
-    let meta = stack.meta();
-    change_key((
-        meta.generation,
-        &meta.finalizers,
-        meta.deletion_timestamp.is_some(),
-    ))
-}
-
-/// The key a watcher's `predicate_filter` compares: a hash of the part of a stack
-/// a controller reacts to (each controller reacts to a different part).
-pub(crate) fn change_key(what: impl std::hash::Hash) -> Option<u64> {
-    use std::hash::Hasher;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    what.hash(&mut hasher);
-    Some(hasher.finish())
-}
-
 /// Runs the GolfTrackerStack controller until `shutdown` resolves.
 pub async fn run(
     client: Client,
@@ -400,7 +379,10 @@ pub async fn run(
     )
     .default_backoff()
     .touched_objects()
-    .predicate_filter(spec_or_lifecycle_change, PredicateConfig::default());
+    .predicate_filter(
+        predicates::spec_or_lifecycle_change,
+        PredicateConfig::default(),
+    );
     Controller::for_stream(triggers, stacks)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
