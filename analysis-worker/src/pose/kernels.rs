@@ -5,6 +5,8 @@
 //! few k×k convolutions, max pooling, TFLite-exact bilinear resize and
 //! depth-to-space. Each is a pure function, rows in parallel.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// Height, width and channels of an NHWC tensor with batch 1.
@@ -56,6 +58,15 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// The range the activation clamps to.
+    pub fn bounds(self) -> (f32, f32) {
+        match self {
+            Activation::None => (f32::NEG_INFINITY, f32::INFINITY),
+            Activation::Relu => (0.0, f32::INFINITY),
+            Activation::Relu6 => (0.0, 6.0),
+        }
+    }
+
     pub fn apply(self, values: &mut [f32]) {
         match self {
             Activation::None => {}
@@ -79,9 +90,10 @@ const MIN_PARALLEL_PIXELS: usize = 128;
 /// activation: a 1×1 convolution over `m` pixels (or a k×k one over im2col
 /// patches), with the residual ADD that follows a projection fused in. The
 /// pixels are split into one band per thread, each one single-threaded gemm
-/// call that accumulates onto the bias-filled output and activates it while it
-/// is in cache (gemm's own splitting costs more on these shapes), except for
-/// layers with few pixels (see [`MIN_PARALLEL_PIXELS`]).
+/// call that writes the band, then one pass that adds the bias (and the
+/// residual) and activates it while it is in cache (gemm's own splitting costs
+/// more on these shapes), except for layers with few pixels (see
+/// [`MIN_PARALLEL_PIXELS`]).
 pub fn matmul_bias(
     lhs: &[f32],
     weights: &[f32],
@@ -106,8 +118,6 @@ pub fn matmul_bias(
     } else {
         gemm::Parallelism::None
     };
-    // Every value is written by its band (bias, plus the residual) before the
-    // gemm reads it: no zero-filling pass over the whole output first.
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
     out.spare_capacity_mut()[..m * n]
         .par_chunks_mut(band * n)
@@ -115,40 +125,25 @@ pub fn matmul_bias(
         .enumerate()
         .for_each(|(index, (out, lhs))| {
             let rows = lhs.len() / k;
-            let skip = residual.map(|r| &r[index * band * n..][..out.len()]);
-            for (row, pixel) in out.chunks_exact_mut(n).enumerate() {
-                match skip {
-                    Some(skip) => {
-                        let skip = &skip[row * n..][..n];
-                        for ((o, s), b) in pixel.iter_mut().zip(skip).zip(bias) {
-                            o.write(s + b);
-                        }
-                    }
-                    None => {
-                        pixel.write_copy_of_slice(bias);
-                    }
-                }
-            }
-            // SAFETY: all rows×n values of the band were initialised just above.
-            let out = unsafe { &mut *(std::ptr::from_mut(out) as *mut [f32]) };
             // SAFETY: the three row-major buffers hold exactly rows×n, rows×k
-            // and k×n values and `out` does not alias the inputs.
+            // and k×n values and `out` does not alias the inputs; with
+            // `read_dst` false gemm only writes `out`.
             unsafe {
                 gemm::gemm(
                     rows,
                     n,
                     k,
-                    out.as_mut_ptr(),
+                    out.as_mut_ptr().cast::<f32>(),
                     1,
                     n as isize,
-                    true,
+                    false,
                     lhs.as_ptr(),
                     1,
                     k as isize,
                     weights.as_ptr(),
                     1,
                     n as isize,
-                    1.0,
+                    0.0,
                     1.0,
                     false,
                     false,
@@ -156,11 +151,73 @@ pub fn matmul_bias(
                     gemm_parallelism,
                 );
             }
-            activation.apply(out);
+            // SAFETY: gemm wrote all rows×n values of the band.
+            let out = unsafe { &mut *(std::ptr::from_mut(out) as *mut [f32]) };
+            let skip = residual.map(|r| &r[index * band * n..][..out.len()]);
+            bias_epilogue(out, bias, skip, activation);
         });
     // SAFETY: the bands cover all m×n values, each initialised above.
     unsafe { out.set_len(m * n) };
     out
+}
+
+/// Adds `bias` to every row of `out` (and `skip`, same shape as `out`), then
+/// activates it: one pass, in vector registers.
+fn bias_epilogue(out: &mut [f32], bias: &[f32], skip: Option<&[f32]>, activation: Activation) {
+    let n = bias.len();
+    let (low, high) = activation.bounds();
+    // Comparisons rather than `max`/`min`, which also order NaNs and do not vectorise as well.
+    let clamp = |v: f32| {
+        let v = if v > low { v } else { low };
+        if v < high { v } else { high }
+    };
+    vectorized(
+        #[inline(always)]
+        || match skip {
+            Some(skip) => {
+                for (row, skip) in out.chunks_exact_mut(n).zip(skip.chunks_exact(n)) {
+                    for ((o, s), b) in row.iter_mut().zip(skip).zip(bias) {
+                        *o = clamp(*o + (s + b));
+                    }
+                }
+            }
+            None => {
+                for row in out.chunks_exact_mut(n) {
+                    for (o, b) in row.iter_mut().zip(bias) {
+                        *o = clamp(*o + b);
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Runs `f` compiled for AVX-512 (or AVX2 + FMA) where the CPU has it: the
+/// crate is built without `-C target-cpu`, so loops only get wide vectors in
+/// such copies, chosen at run time. `f` and what it calls must be inlined.
+#[inline(always)]
+fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports the feature the function is compiled for.
+            return unsafe { avx512(f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: as above.
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
 }
 
 /// Channels per vector of the depthwise kernel: one AVX-512 register (two AVX2 ones).
@@ -184,7 +241,14 @@ pub fn depthwise(
     out_shape: Hwc,
     activation: Activation,
 ) -> Vec<f32> {
-    let mut out = vec![0.0; out_shape.elements()];
+    assert_eq!(input.len(), shape.elements(), "depthwise input shape");
+    assert_eq!(
+        weights.len(),
+        window.kh * window.kw * shape.c,
+        "depthwise weights"
+    );
+    assert_eq!(bias.len(), shape.c, "depthwise bias");
+    let zeros = vec![0.0; shape.c];
     let depthwise = Depthwise {
         input,
         shape,
@@ -192,10 +256,20 @@ pub fn depthwise(
         bias,
         window,
         activation,
+        zeros: &zeros,
     };
-    out.par_chunks_mut(out_shape.w * shape.c)
+    let mut out: Vec<f32> = Vec::with_capacity(out_shape.elements());
+    out.spare_capacity_mut()[..out_shape.elements()]
+        .par_chunks_mut(out_shape.w * shape.c)
         .enumerate()
-        .for_each(|(oy, row)| depthwise.row_dispatch(oy, row));
+        .for_each_init(Vec::new, |sources, (oy, row)| {
+            vectorized(
+                #[inline(always)]
+                || depthwise.row(oy, row, sources),
+            );
+        });
+    // SAFETY: every row wrote all its values.
+    unsafe { out.set_len(out_shape.elements()) };
     out
 }
 
@@ -207,127 +281,137 @@ struct Depthwise<'a> {
     bias: &'a [f32],
     window: Window,
     activation: Activation,
+    /// `c` zeros: the source of the taps that fall in the padding.
+    zeros: &'a [f32],
 }
 
+/// Output pixels of a row computed together: independent FMA chains that
+/// share each weight load.
+const PIXELS: usize = 8;
+
 impl Depthwise<'_> {
-    /// The channel loops vectorise; built without `-C target-cpu`, they only
-    /// get wide vectors in the copies compiled for AVX-512 / AVX2, chosen at run time.
-    fn row_dispatch(&self, oy: usize, row: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU supports the feature the function is compiled for.
-                return unsafe { self.row_avx512(oy, row) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: as above.
-                return unsafe { self.row_avx2(oy, row) };
-            }
-        }
-        self.row(oy, row)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    fn row_avx512(&self, oy: usize, row: &mut [f32]) {
-        self.row(oy, row)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn row_avx2(&self, oy: usize, row: &mut [f32]) {
-        self.row(oy, row)
-    }
-
-    /// Output pixels accumulate all their taps in registers, [`LANES`]
-    /// channels at a time (then 8, then the rest, when `c` is not a multiple),
-    /// [`PIXELS`] neighbours together where their taps are all inside the input
-    /// (independent FMA chains that share each weight load).
+    /// Output row `oy`, [`PIXELS`] pixels at a time. Where all their taps
+    /// are inside the input, each tap's source is a fixed offset from the
+    /// pixel; elsewhere (borders, and the last group, which repeats its last
+    /// pixel) they come from a table, with the padding read from `zeros`.
     #[inline(always)]
-    fn row(&self, oy: usize, row: &mut [f32]) {
+    fn row(&self, oy: usize, row: &mut [MaybeUninit<f32>], sources: &mut Vec<*const f32>) {
         let (shape, window) = (self.shape, self.window);
         let c = shape.c;
         let out_w = row.len() / c;
         let rows = window.taps(oy, window.pad_top, shape.h, window.kh);
+        let kw = window.kw;
         let mut ox = 0;
         while ox < out_w {
-            let columns = window.taps(ox, window.pad_left, shape.w, window.kw);
-            let group = ox + PIXELS <= out_w
-                && columns == (0..window.kw)
-                && window.taps(ox + PIXELS - 1, window.pad_left, shape.w, window.kw)
-                    == (0..window.kw);
-            let pixels = Pixels {
-                oy,
-                ox,
-                rows: rows.clone(),
-                columns,
-            };
-            let out = &mut row[ox * c..];
-            let mut first = 0;
-            while first < c {
-                // Constant widths compile to straight vector code; a remainder
-                // under 8 channels goes one channel at a time.
-                first += match (group, c - first) {
-                    (true, w) if w >= LANES => self.chunk::<PIXELS, LANES>(&pixels, first, out),
-                    (true, w) if w >= 8 => self.chunk::<PIXELS, 8>(&pixels, first, out),
-                    (_, w) if w >= LANES => self.chunk::<1, LANES>(&pixels, first, out),
-                    (_, w) if w >= 8 => self.chunk::<1, 8>(&pixels, first, out),
-                    (true, _) => self.chunk::<PIXELS, 1>(&pixels, first, out),
-                    (false, _) => self.chunk::<1, 1>(&pixels, first, out),
+            let count = PIXELS.min(out_w - ox);
+            let out = row[ox * c..][..count * c].as_mut_ptr().cast::<f32>();
+            let inside = count == PIXELS
+                && window.taps(ox, window.pad_left, shape.w, kw) == (0..kw)
+                && window.taps(ox + PIXELS - 1, window.pad_left, shape.w, kw) == (0..kw);
+            if inside {
+                // Input pixel of tap (ky, kx) of pixel g, as an offset from tap (0, 0) of pixel 0.
+                let origin = (oy * window.stride) as isize - window.pad_top as isize;
+                let origin = (origin * shape.w as isize + (ox * window.stride) as isize
+                    - window.pad_left as isize)
+                    * c as isize;
+                let base = self.input.as_ptr().wrapping_offset(origin);
+                let (row_step, pixel_step) = (shape.w * c, window.stride * c);
+                // Inside the input for every tap of every pixel of the group.
+                let source = |g: usize, ky: usize, kx: usize| {
+                    base.wrapping_add(ky * row_step + kx * c + g * pixel_step)
                 };
+                self.channels(&rows, source, out, count);
+            } else {
+                sources.clear();
+                for g in 0..PIXELS {
+                    let x = ox + g.min(count - 1);
+                    for ky in 0..window.kh {
+                        let iy = window.source(oy, ky, window.pad_top, shape.h);
+                        for kx in 0..kw {
+                            let ix = window.source(x, kx, window.pad_left, shape.w);
+                            sources.push(match (iy, ix) {
+                                (Some(iy), Some(ix)) => {
+                                    self.input[(iy * shape.w + ix) * c..].as_ptr()
+                                }
+                                _ => self.zeros.as_ptr(),
+                            });
+                        }
+                    }
+                }
+                let taps = window.kh * kw;
+                let table = &sources[..PIXELS * taps];
+                let source = |g: usize, ky: usize, kx: usize| table[g * taps + ky * kw + kx];
+                self.channels(&rows, source, out, count);
             }
-            ox += if group { PIXELS } else { 1 };
+            ox += count;
         }
     }
 
-    /// Output channels `first..first + W` of `G` neighbouring pixels, written
-    /// activated to `out` (which starts at the first pixel); returns `W`.
+    /// All channels of a group of [`PIXELS`] pixels whose first `count` are
+    /// written to `out`; `source(g, ky, kx)` points at channel 0 of the input
+    /// pixel under tap (ky, kx) of pixel g, for the kernel rows `rows`.
     #[inline(always)]
-    fn chunk<const G: usize, const W: usize>(
+    fn channels(
         &self,
-        pixels: &Pixels,
+        rows: &std::ops::Range<usize>,
+        source: impl Fn(usize, usize, usize) -> *const f32,
+        out: *mut f32,
+        count: usize,
+    ) {
+        let c = self.shape.c;
+        let mut first = 0;
+        while first < c {
+            // Constant widths compile to straight vector code; a remainder
+            // under 8 channels goes one channel at a time.
+            first += match c - first {
+                w if w >= LANES => self.chunk::<LANES>(rows, &source, first, out, count),
+                w if w >= 8 => self.chunk::<8>(rows, &source, first, out, count),
+                _ => self.chunk::<1>(rows, &source, first, out, count),
+            };
+        }
+    }
+
+    /// Channels `first..first + W` of a group of pixels, accumulated in
+    /// registers over all taps; returns `W`.
+    #[inline(always)]
+    fn chunk<const W: usize>(
+        &self,
+        rows: &std::ops::Range<usize>,
+        source: &impl Fn(usize, usize, usize) -> *const f32,
         first: usize,
-        out: &mut [f32],
+        out: *mut f32,
+        count: usize,
     ) -> usize {
-        let (shape, window) = (self.shape, self.window);
-        let c = shape.c;
-        let lanes = |values: &[f32], at: usize| -> [f32; W] {
-            values[at..at + W].try_into().expect("W values")
+        let (c, kw) = (self.shape.c, self.window.kw);
+        // SAFETY (all reads below): `first + W <= c`, every source points at
+        // `c` readable values (an input pixel or `zeros`), and the weights
+        // hold `c` values per tap.
+        let lanes = |at: *const f32| -> [f32; W] {
+            unsafe { at.add(first).cast::<[f32; W]>().read_unaligned() }
         };
-        let mut acc = [lanes(self.bias, first); G];
-        for ky in pixels.rows.clone() {
-            let iy = pixels.oy * window.stride + ky - window.pad_top;
-            for kx in pixels.columns.clone() {
-                let tap = lanes(self.weights, (ky * window.kw + kx) * c + first);
+        let mut acc = [lanes(self.bias.as_ptr()); PIXELS];
+        for ky in rows.clone() {
+            for kx in 0..kw {
+                let tap = lanes(self.weights[(ky * kw + kx) * c..].as_ptr());
                 for (g, acc) in acc.iter_mut().enumerate() {
-                    let ix = (pixels.ox + g) * window.stride + kx - window.pad_left;
-                    let source = lanes(self.input, (iy * shape.w + ix) * c + first);
+                    let input = lanes(source(g, ky, kx));
                     for l in 0..W {
-                        acc[l] = source[l].mul_add(tap[l], acc[l]);
+                        acc[l] = input[l].mul_add(tap[l], acc[l]);
                     }
                 }
             }
         }
-        for (g, acc) in acc.iter_mut().enumerate() {
+        for (g, acc) in acc.iter_mut().take(count).enumerate() {
             self.activation.apply(acc);
-            out[g * c + first..][..W].copy_from_slice(acc);
+            // SAFETY: `out` holds `count` pixels of `c` channels.
+            unsafe {
+                out.add(g * c + first)
+                    .cast::<[f32; W]>()
+                    .write_unaligned(*acc)
+            };
         }
         W
     }
-}
-
-/// Output pixels processed together by a depthwise row.
-const PIXELS: usize = 4;
-
-/// `G` neighbouring output pixels of a depthwise convolution, from (`oy`,
-/// `ox`) on, and the kernel taps inside the input (the same for all of them).
-struct Pixels {
-    oy: usize,
-    ox: usize,
-    rows: std::ops::Range<usize>,
-    columns: std::ops::Range<usize>,
 }
 
 /// Patches of a k×k convolution as rows `[oy*ow+ox][ky][kx][c]` (zero outside
@@ -505,9 +589,10 @@ mod tests {
     #[test]
     fn depthwise_matches_definition_with_stride_and_padding() {
         // 29 channels: a full vector of lanes, a half one and single channels;
-        // 11 columns: groups of neighbouring pixels and single ones at the borders.
+        // 37 columns: groups of pixels at the borders (taps from a table),
+        // inside (taps at fixed offsets) and a last, partial one.
         for (k, stride, pad, c) in [(3, 1, 1, 5), (5, 2, 1, 29), (3, 2, 0, 21), (5, 1, 2, 29)] {
-            let s = Hwc { h: 9, w: 11, c };
+            let s = Hwc { h: 9, w: 37, c };
             let win = Window {
                 kh: k,
                 kw: k,
