@@ -4,7 +4,9 @@
 //! the operator's peak RSS, each with its target and the ratio to it.
 //!
 //! `cargo bench -p golftracker-e2e --bench operator_scale`
-//! (`GOLFTRACKER_BENCH_ANALYSES`, `GOLFTRACKER_BENCH_RUNS` change the size and repeats.)
+//! (`GOLFTRACKER_BENCH_ANALYSES`, `GOLFTRACKER_BENCH_RUNS` change the size and repeats;
+//! `GOLFTRACKER_BENCH_RETENTION=Erase` measures analyses that carry the erase finalizer
+//! instead of the default Retain.)
 //!
 //! No job runner: the Jobs are created, not run, so what is measured is the operator.
 
@@ -25,6 +27,8 @@ use kube::{Api, ResourceExt};
 const TARGET_SECONDS: f64 = 10.0;
 const TARGET_P99_MS: f64 = 50.0;
 const TARGET_RSS_MIB: f64 = 25.0;
+/// The Cargo profile images/operator.Dockerfile builds the operator with.
+const OPERATOR_PROFILE: &str = "release-small";
 
 struct Run {
     seconds_to_jobs: f64,
@@ -171,7 +175,11 @@ fn status_mib(pid: u32, field: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-async fn one_run(analyses: usize) -> anyhow::Result<Run> {
+async fn one_run(
+    operator_binary: &std::path::Path,
+    analyses: usize,
+    retention: &str,
+) -> anyhow::Result<Run> {
     let cluster = start_cluster().await?;
     let client = cluster.kube_client()?;
     install_crds(&client).await?;
@@ -196,7 +204,8 @@ async fn one_run(analyses: usize) -> anyhow::Result<Run> {
                     "apiVersion": "golftracker.io/v1alpha1", "kind": "SwingAnalysis",
                     "metadata": {"name": format!("bench-{i:04}"), "namespace": NAMESPACE},
                     "spec": {"stackRef": {"name": STACK}, "video": "videos/bench.mp4",
-                             "golfer": {"userId": format!("golfer-{}", i % 50)}},
+                             "golfer": {"userId": format!("golfer-{}", i % 50)},
+                             "retention": retention},
                 }))?;
                 api.create(&PostParams::default(), &analysis).await?;
                 anyhow::Ok(())
@@ -210,7 +219,8 @@ async fn one_run(analyses: usize) -> anyhow::Result<Run> {
     let log = cluster.work_dir().join("operator.log");
     let before = apiserver_metrics(&client).await?;
     let started = Instant::now();
-    let operator = OperatorProcess::spawn(&kubeconfig, &log, "bench", false)?;
+    let operator =
+        OperatorProcess::spawn_binary(operator_binary, &kubeconfig, &log, "bench", false)?;
     let pid = operator.pid();
     let anon_sampler = tokio::spawn(async move {
         let mut peak = 0f64;
@@ -302,23 +312,35 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     // Built before any clock starts, and always rebuilt: numbers of a stale operator
-    // would mislead.
+    // would mislead. The profile is the container image's.
     let built = std::process::Command::new(env!("CARGO"))
         .args([
             "build",
-            "--release",
+            "--profile",
+            OPERATOR_PROFILE,
             "-p",
             "golftracker-operator",
             "--bin",
             "golftracker-operator",
         ])
         .status()?;
-    anyhow::ensure!(built.success(), "building the release operator failed");
+    anyhow::ensure!(
+        built.success(),
+        "building the {OPERATOR_PROFILE} operator failed"
+    );
+    let operator_binary = std::env::current_exe()?
+        .parent()
+        .and_then(|deps| deps.parent()?.parent())
+        .ok_or_else(|| anyhow::anyhow!("bench binary not under target/<profile>/deps"))?
+        .join(OPERATOR_PROFILE)
+        .join("golftracker-operator");
     let analyses = env_number("GOLFTRACKER_BENCH_ANALYSES", 1000);
     let runs = env_number("GOLFTRACKER_BENCH_RUNS", 3).max(1);
+    let retention =
+        std::env::var("GOLFTRACKER_BENCH_RETENTION").unwrap_or_else(|_| "Retain".into());
     let mut results = Vec::new();
     for run in 1..=runs {
-        let r = one_run(analyses).await?;
+        let r = one_run(&operator_binary, analyses, &retention).await?;
         println!(
             "run {run}/{runs}: {analyses} Jobs after {:.2} s (stack Ready after {:.2} s); reconcile p50 {:.1} ms, p99 {:.1} ms over {} reconciles; peak RSS {:.1} MiB (anonymous {:.1} MiB)",
             r.seconds_to_jobs,
@@ -353,7 +375,7 @@ async fn main() -> anyhow::Result<()> {
         );
     };
     println!(
-        "median of {runs} runs, operator in release mode, {} cores:",
+        "median of {runs} runs, retention {retention}, operator built with profile {OPERATOR_PROFILE}, {} cores:",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)

@@ -32,8 +32,26 @@ impl OperatorProcess {
         identity: &str,
         leader_election: bool,
     ) -> anyhow::Result<Self> {
+        Self::spawn_binary(
+            &operator_binary()?,
+            kubeconfig,
+            log,
+            identity,
+            leader_election,
+        )
+    }
+
+    /// [`Self::spawn`] with a given build of the operator (the benchmark runs the
+    /// image's `release-small` build).
+    pub fn spawn_binary(
+        binary: &Path,
+        kubeconfig: &Path,
+        log: &Path,
+        identity: &str,
+        leader_election: bool,
+    ) -> anyhow::Result<Self> {
         let metrics_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let mut command = Command::new(operator_binary()?);
+        let mut command = Command::new(binary);
         command
             .args([
                 "run",
