@@ -8,6 +8,7 @@ use golftracker_crds::analysis::{
     CameraView, Golfer, Retention, StackRef, SwingAnalysis, SwingAnalysisSpec,
 };
 use golftracker_crds::stack::GolfTrackerStack;
+use golftracker_operator::analysis::FINALIZER;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 
@@ -84,6 +85,11 @@ pub fn analysis(request: &Request, name: &str, namespace: &str, key: &str) -> Sw
         },
     );
     analysis.metadata.namespace = Some(namespace.to_owned());
+    if request.retention == Retention::Erase {
+        // Born with the erase finalizer: deleted before the operator first sees it,
+        // it still waits for its video to be erased.
+        analysis.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+    }
     analysis.metadata.labels.get_or_insert_default().insert(
         "app.kubernetes.io/created-by".into(),
         "golftracker-cli".into(),
