@@ -519,6 +519,10 @@ fn expected_inputs(layer: &Layer, given: usize) -> usize {
     }
 }
 
+/// Up to this many input channels (an image) a k×k convolution runs
+/// directly: as im2col + gemm, its patches would be too short a `k`.
+const DIRECT_CONV_CHANNELS: usize = 4;
+
 fn hwc(shape: &[usize]) -> candle_core::Result<Hwc> {
     match shape {
         [1, h, w, c] => Ok(Hwc {
@@ -590,10 +594,12 @@ impl Node {
                     kernels::matmul_bias(lhs, weights, bias, skip, *activation)
                 };
                 let conv = |data: &[f32], skip: Option<&[f32]>| {
+                    let win = window(*kernel, *stride, *padding, input, output);
                     if *kernel == [1, 1] && *stride == 1 {
                         matmul(data, skip)
+                    } else if input.c <= DIRECT_CONV_CHANNELS && skip.is_none() {
+                        kernels::conv_direct(data, input, weights, bias, win, output, *activation)
                     } else {
-                        let win = window(*kernel, *stride, *padding, input, output);
                         matmul(&kernels::im2col(data, input, win, output), skip)
                     }
                 };

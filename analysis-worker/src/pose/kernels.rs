@@ -5,8 +5,6 @@
 //! few k×k convolutions, max pooling, TFLite-exact bilinear resize and
 //! depth-to-space. Each is a pure function, rows in parallel.
 
-use std::mem::MaybeUninit;
-
 use rayon::prelude::*;
 
 /// Height, width and channels of an NHWC tensor with batch 1.
@@ -167,13 +165,13 @@ fn bias_epilogue(out: &mut [f32], bias: &[f32], skip: Option<&[f32]>, activation
     let n = bias.len();
     let (low, high) = activation.bounds();
     // Comparisons rather than `max`/`min`, which also order NaNs and do not vectorise as well.
-    let clamp = |v: f32| {
+    let clamp = move |v: f32| {
         let v = if v > low { v } else { low };
         if v < high { v } else { high }
     };
     vectorized(
         #[inline(always)]
-        || match skip {
+        move || match skip {
             Some(skip) => {
                 for (row, skip) in out.chunks_exact_mut(n).zip(skip.chunks_exact(n)) {
                     for ((o, s), b) in row.iter_mut().zip(skip).zip(bias) {
@@ -241,31 +239,98 @@ pub fn depthwise(
     out_shape: Hwc,
     activation: Activation,
 ) -> Vec<f32> {
-    assert_eq!(input.len(), shape.elements(), "depthwise input shape");
     assert_eq!(
         weights.len(),
         window.kh * window.kw * shape.c,
         "depthwise weights"
     );
     assert_eq!(bias.len(), shape.c, "depthwise bias");
-    let zeros = vec![0.0; shape.c];
     let depthwise = Depthwise {
-        input,
-        shape,
+        c: shape.c,
         weights,
         bias,
-        window,
+        kw: window.kw,
         activation,
-        zeros: &zeros,
     };
+    sliding_window(input, shape, window, out_shape, &depthwise)
+}
+
+/// A k×k convolution of an input with few channels (an image), computed
+/// directly: no im2col buffer, and a gemm would get too short a `k`.
+/// `weights` is `[kh][kw][cin][cout]`, the matmul layout of [`matmul_bias`].
+pub fn conv_direct(
+    input: &[f32],
+    shape: Hwc,
+    weights: &[f32],
+    bias: &[f32],
+    window: Window,
+    out_shape: Hwc,
+    activation: Activation,
+) -> Vec<f32> {
+    assert_eq!(
+        weights.len(),
+        window.kh * window.kw * shape.c * out_shape.c,
+        "convolution weights"
+    );
+    assert_eq!(bias.len(), out_shape.c, "convolution bias");
+    let conv = ConvDirect {
+        cin: shape.c,
+        cout: out_shape.c,
+        weights,
+        bias,
+        kw: window.kw,
+        activation,
+    };
+    sliding_window(input, shape, window, out_shape, &conv)
+}
+
+/// Output pixels of a row computed together: independent FMA chains that
+/// share each weight load.
+const PIXELS: usize = 8;
+
+/// A convolution that computes all output channels of a group of
+/// [`PIXELS`] pixels of a row at a time.
+trait PixelGroups: Sync {
+    /// Writes the first `count` pixels of the group to `out` (pixel-major);
+    /// `source(g, ky, kx)` points at channel 0 of the input pixel under tap
+    /// (ky, kx) of pixel g, for the kernel rows `rows` (those inside the input).
+    fn group(
+        &self,
+        rows: &std::ops::Range<usize>,
+        source: impl Fn(usize, usize, usize) -> *const f32,
+        out: *mut f32,
+        count: usize,
+    );
+}
+
+/// Runs `kernel` over every output row in parallel.
+fn sliding_window(
+    input: &[f32],
+    shape: Hwc,
+    window: Window,
+    out_shape: Hwc,
+    kernel: &impl PixelGroups,
+) -> Vec<f32> {
+    assert_eq!(input.len(), shape.elements(), "input shape");
+    let zeros = vec![0.0; shape.c];
     let mut out: Vec<f32> = Vec::with_capacity(out_shape.elements());
     out.spare_capacity_mut()[..out_shape.elements()]
-        .par_chunks_mut(out_shape.w * shape.c)
+        .par_chunks_mut(out_shape.w * out_shape.c)
         .enumerate()
         .for_each_init(Vec::new, |sources, (oy, row)| {
             vectorized(
                 #[inline(always)]
-                || depthwise.row(oy, row, sources),
+                || {
+                    let row = row.as_mut_ptr().cast::<f32>();
+                    let input = InputRow {
+                        input,
+                        shape,
+                        window,
+                        zeros: &zeros,
+                        oy,
+                    };
+                    input.groups(kernel, row, out_shape, sources);
+                },
             );
         });
     // SAFETY: every row wrote all its values.
@@ -273,38 +338,39 @@ pub fn depthwise(
     out
 }
 
-/// One depthwise convolution, computed an output row at a time.
-struct Depthwise<'a> {
+/// The input under output row `oy` of a sliding window.
+struct InputRow<'a> {
     input: &'a [f32],
     shape: Hwc,
-    weights: &'a [f32],
-    bias: &'a [f32],
     window: Window,
-    activation: Activation,
     /// `c` zeros: the source of the taps that fall in the padding.
     zeros: &'a [f32],
+    oy: usize,
 }
 
-/// Output pixels of a row computed together: independent FMA chains that
-/// share each weight load.
-const PIXELS: usize = 8;
-
-impl Depthwise<'_> {
-    /// Output row `oy`, [`PIXELS`] pixels at a time. Where all their taps
-    /// are inside the input, each tap's source is a fixed offset from the
-    /// pixel; elsewhere (borders, and the last group, which repeats its last
-    /// pixel) they come from a table, with the padding read from `zeros`.
+impl InputRow<'_> {
+    /// Output row `oy` (`out`, `out_shape.w` pixels), [`PIXELS`] pixels at
+    /// a time. Where all their taps are inside the input, each tap's source is
+    /// a fixed offset from the pixel; elsewhere (borders, and the last group,
+    /// which repeats its last pixel) they come from a table, with the padding
+    /// read from `zeros`.
     #[inline(always)]
-    fn row(&self, oy: usize, row: &mut [MaybeUninit<f32>], sources: &mut Vec<*const f32>) {
-        let (shape, window) = (self.shape, self.window);
+    fn groups(
+        &self,
+        kernel: &impl PixelGroups,
+        out: *mut f32,
+        out_shape: Hwc,
+        sources: &mut Vec<*const f32>,
+    ) {
+        let (shape, window, oy) = (self.shape, self.window, self.oy);
         let c = shape.c;
-        let out_w = row.len() / c;
         let rows = window.taps(oy, window.pad_top, shape.h, window.kh);
         let kw = window.kw;
         let mut ox = 0;
-        while ox < out_w {
-            let count = PIXELS.min(out_w - ox);
-            let out = row[ox * c..][..count * c].as_mut_ptr().cast::<f32>();
+        while ox < out_shape.w {
+            let count = PIXELS.min(out_shape.w - ox);
+            // Inside the row: `ox < out_shape.w`.
+            let out = out.wrapping_add(ox * out_shape.c);
             let inside = count == PIXELS
                 && window.taps(ox, window.pad_left, shape.w, kw) == (0..kw)
                 && window.taps(ox + PIXELS - 1, window.pad_left, shape.w, kw) == (0..kw);
@@ -320,14 +386,15 @@ impl Depthwise<'_> {
                 let source = |g: usize, ky: usize, kx: usize| {
                     base.wrapping_add(ky * row_step + kx * c + g * pixel_step)
                 };
-                self.channels(&rows, source, out, count);
+                kernel.group(&rows, source, out, count);
             } else {
+                // Tap-major: the pixels of one tap side by side.
                 sources.clear();
-                for g in 0..PIXELS {
-                    let x = ox + g.min(count - 1);
-                    for ky in 0..window.kh {
-                        let iy = window.source(oy, ky, window.pad_top, shape.h);
-                        for kx in 0..kw {
+                for ky in 0..window.kh {
+                    let iy = window.source(oy, ky, window.pad_top, shape.h);
+                    for kx in 0..kw {
+                        for g in 0..PIXELS {
+                            let x = ox + g.min(count - 1);
                             let ix = window.source(x, kx, window.pad_left, shape.w);
                             sources.push(match (iy, ix) {
                                 (Some(iy), Some(ix)) => {
@@ -338,39 +405,77 @@ impl Depthwise<'_> {
                         }
                     }
                 }
-                let taps = window.kh * kw;
-                let table = &sources[..PIXELS * taps];
-                let source = |g: usize, ky: usize, kx: usize| table[g * taps + ky * kw + kx];
-                self.channels(&rows, source, out, count);
+                let table = &sources[..window.kh * kw * PIXELS];
+                let source = |g: usize, ky: usize, kx: usize| table[(ky * kw + kx) * PIXELS + g];
+                kernel.group(&rows, source, out, count);
             }
             ox += count;
         }
     }
+}
 
-    /// All channels of a group of [`PIXELS`] pixels whose first `count` are
-    /// written to `out`; `source(g, ky, kx)` points at channel 0 of the input
-    /// pixel under tap (ky, kx) of pixel g, for the kernel rows `rows`.
+/// Runs `chunk` over `0..c` in chunks of [`LANES`], then 8, then 1: constant
+/// widths compile to straight vector code.
+#[inline(always)]
+fn lane_chunks(c: usize, mut chunk: impl FnMut(usize, usize) -> usize) {
+    let mut first = 0;
+    while first < c {
+        first += chunk(first, c - first);
+    }
+}
+
+/// Writes `acc` (the values of `W` channels from `first` of `count` pixels),
+/// activated, to `out` with `c` channels per pixel.
+#[inline(always)]
+fn store_pixels<const W: usize>(
+    acc: &mut [[f32; W]; PIXELS],
+    activation: Activation,
+    out: *mut f32,
+    c: usize,
+    first: usize,
+    count: usize,
+) {
+    for (g, acc) in acc.iter_mut().take(count).enumerate() {
+        activation.apply(acc);
+        // SAFETY: `out` holds `count` pixels of `c` channels, `first + W <= c`.
+        unsafe {
+            out.add(g * c + first)
+                .cast::<[f32; W]>()
+                .write_unaligned(*acc)
+        };
+    }
+}
+
+struct Depthwise<'a> {
+    c: usize,
+    weights: &'a [f32],
+    bias: &'a [f32],
+    kw: usize,
+    activation: Activation,
+}
+
+impl PixelGroups for Depthwise<'_> {
     #[inline(always)]
-    fn channels(
+    fn group(
         &self,
         rows: &std::ops::Range<usize>,
         source: impl Fn(usize, usize, usize) -> *const f32,
         out: *mut f32,
         count: usize,
     ) {
-        let c = self.shape.c;
-        let mut first = 0;
-        while first < c {
-            // Constant widths compile to straight vector code; a remainder
-            // under 8 channels goes one channel at a time.
-            first += match c - first {
+        lane_chunks(
+            self.c,
+            #[inline(always)]
+            |first, left| match left {
                 w if w >= LANES => self.chunk::<LANES>(rows, &source, first, out, count),
                 w if w >= 8 => self.chunk::<8>(rows, &source, first, out, count),
                 _ => self.chunk::<1>(rows, &source, first, out, count),
-            };
-        }
+            },
+        );
     }
+}
 
+impl Depthwise<'_> {
     /// Channels `first..first + W` of a group of pixels, accumulated in
     /// registers over all taps; returns `W`.
     #[inline(always)]
@@ -382,7 +487,7 @@ impl Depthwise<'_> {
         out: *mut f32,
         count: usize,
     ) -> usize {
-        let (c, kw) = (self.shape.c, self.window.kw);
+        let (c, kw) = (self.c, self.kw);
         // SAFETY (all reads below): `first + W <= c`, every source points at
         // `c` readable values (an input pixel or `zeros`), and the weights
         // hold `c` values per tap.
@@ -401,15 +506,72 @@ impl Depthwise<'_> {
                 }
             }
         }
-        for (g, acc) in acc.iter_mut().take(count).enumerate() {
-            self.activation.apply(acc);
-            // SAFETY: `out` holds `count` pixels of `c` channels.
-            unsafe {
-                out.add(g * c + first)
-                    .cast::<[f32; W]>()
-                    .write_unaligned(*acc)
-            };
+        store_pixels(&mut acc, self.activation, out, c, first, count);
+        W
+    }
+}
+
+struct ConvDirect<'a> {
+    cin: usize,
+    cout: usize,
+    weights: &'a [f32],
+    bias: &'a [f32],
+    kw: usize,
+    activation: Activation,
+}
+
+impl PixelGroups for ConvDirect<'_> {
+    #[inline(always)]
+    fn group(
+        &self,
+        rows: &std::ops::Range<usize>,
+        source: impl Fn(usize, usize, usize) -> *const f32,
+        out: *mut f32,
+        count: usize,
+    ) {
+        lane_chunks(
+            self.cout,
+            #[inline(always)]
+            |first, left| match left {
+                w if w >= LANES => self.chunk::<LANES>(rows, &source, first, out, count),
+                w if w >= 8 => self.chunk::<8>(rows, &source, first, out, count),
+                _ => self.chunk::<1>(rows, &source, first, out, count),
+            },
+        );
+    }
+}
+
+impl ConvDirect<'_> {
+    /// Output channels `first..first + W` of a group of pixels: each input
+    /// value broadcast against a vector of weights; returns `W`.
+    #[inline(always)]
+    fn chunk<const W: usize>(
+        &self,
+        rows: &std::ops::Range<usize>,
+        source: &impl Fn(usize, usize, usize) -> *const f32,
+        first: usize,
+        out: *mut f32,
+        count: usize,
+    ) -> usize {
+        let (cin, cout, kw) = (self.cin, self.cout, self.kw);
+        let bias: [f32; W] = self.bias[first..first + W].try_into().expect("W values");
+        let mut acc = [bias; PIXELS];
+        for ky in rows.clone() {
+            for kx in 0..kw {
+                let taps = &self.weights[(ky * kw + kx) * cin * cout..][..cin * cout];
+                for (ci, weights) in taps.chunks_exact(cout).enumerate() {
+                    let tap: [f32; W] = weights[first..first + W].try_into().expect("W values");
+                    for (g, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: every source points at `cin` readable values.
+                        let input = unsafe { *source(g, ky, kx).add(ci) };
+                        for l in 0..W {
+                            acc[l] = input.mul_add(tap[l], acc[l]);
+                        }
+                    }
+                }
+            }
         }
+        store_pixels(&mut acc, self.activation, out, cout, first, count);
         W
     }
 }
@@ -611,6 +773,32 @@ mod tests {
             for (a, b) in fast.iter().zip(&slow) {
                 assert!((a - b).abs() < 1e-5, "k={k} stride={stride}: {a} vs {b}");
             }
+        }
+    }
+
+    #[test]
+    fn conv_direct_matches_im2col_and_matmul() {
+        // 3 input channels (an image); 29 output channels: a vector of lanes,
+        // a half one and single channels; borders, inside groups and a partial one.
+        for (k, stride, pad) in [(3, 2, 1), (3, 1, 1), (2, 1, 0)] {
+            let s = Hwc { h: 7, w: 37, c: 3 };
+            let win = Window {
+                kh: k,
+                kw: k,
+                stride,
+                pad_top: pad,
+                pad_left: pad,
+            };
+            let o = Hwc {
+                h: (s.h + 2 * pad - k) / stride + 1,
+                w: (s.w + 2 * pad - k) / stride + 1,
+                c: 29,
+            };
+            let (input, w, bias) = (ramp(s.elements()), ramp(k * k * s.c * o.c), ramp(o.c));
+            let fast = conv_direct(&input, s, &w, &bias, win, o, Activation::Relu6);
+            let patches = im2col(&input, s, win, o);
+            let slow = naive_matmul(&patches, &w, &bias, None, Activation::Relu6);
+            assert_close(&fast, &slow);
         }
     }
 
