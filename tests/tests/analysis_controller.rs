@@ -145,7 +145,11 @@ async fn twenty_analyses_share_three_slots_and_erase_on_delete() {
     let retained = h.analyses().get("swing-1").await.unwrap();
     // Only Erase needs the operator at deletion: Retain carries no finalizer.
     assert_eq!(erased.finalizers(), ["golftracker.io/erase"]);
-    assert!(retained.finalizers().is_empty(), "{:?}", retained.finalizers());
+    assert!(
+        retained.finalizers().is_empty(),
+        "{:?}",
+        retained.finalizers()
+    );
     h.analyses()
         .delete("swing-1", &DeleteParams::default())
         .await
