@@ -148,9 +148,11 @@ enum Layer {
         axis: usize,
         activation: Activation,
     },
+    /// With the activation of a 1×1 convolution moved in front of it.
     Resize {
         align_corners: bool,
         half_pixel_centers: bool,
+        activation: Activation,
     },
     DepthToSpace {
         block: usize,
@@ -348,6 +350,7 @@ impl Graph {
                 } => Layer::Resize {
                     align_corners: *align_corners,
                     half_pixel_centers: *half_pixel_centers,
+                    activation: Activation::None,
                 },
                 OpKind::DepthToSpace { block_size } => Layer::DepthToSpace { block: *block_size },
                 OpKind::Pad { pads } => {
@@ -393,6 +396,7 @@ impl Graph {
             });
         }
 
+        convolve_before_resizing(&mut nodes, &outputs);
         fuse_residual_adds(&mut nodes, &outputs);
 
         // Release each activation after its last reader (never the outputs).
@@ -445,6 +449,54 @@ impl Graph {
                     .ok_or_else(|| inference_error(format!("output {name} not computed")))
             })
             .collect()
+    }
+}
+
+/// Swaps each bilinear upsampling that only feeds a 1×1 convolution with
+/// it: the convolution is linear per pixel and the resize's weights sum to 1,
+/// so convolving the small input first gives the same values (to rounding)
+/// for a quarter of the multiply-adds; the activation moves after the resize.
+fn convolve_before_resizing(nodes: &mut [Node], outputs: &[(String, usize)]) {
+    let mut fresh = nodes.iter().map(|n| n.output).max().unwrap_or(0) + 1;
+    for index in 1..nodes.len() {
+        let resized = nodes[index - 1].output;
+        let only_reader = nodes[index].inputs == [resized]
+            && nodes.iter().filter(|n| n.inputs.contains(&resized)).count() == 1
+            && !outputs.iter().any(|(_, id)| *id == resized);
+        let small = nodes[index - 1]
+            .inputs
+            .first()
+            .and_then(|&id| nodes.iter().find(|n| n.output == id))
+            .map(|n| n.shape.clone());
+        let (Some(mut small), true) = (small, only_reader) else {
+            continue;
+        };
+        let (head, tail) = nodes.split_at_mut(index);
+        let (resize, conv) = (&mut head[index - 1], &mut tail[0]);
+        let (
+            Layer::Resize {
+                activation: after, ..
+            },
+            Layer::Conv {
+                kernel: [1, 1],
+                stride: 1,
+                residual: false,
+                activation,
+                ..
+            },
+        ) = (&mut resize.layer, &mut conv.layer)
+        else {
+            continue;
+        };
+        *after = std::mem::replace(activation, Activation::None);
+        small[3] = conv.shape[3];
+        let big = std::mem::replace(&mut conv.shape, small);
+        let output = std::mem::replace(&mut conv.output, fresh);
+        conv.inputs = std::mem::replace(&mut resize.inputs, vec![fresh]);
+        resize.shape = big;
+        resize.output = output;
+        fresh += 1;
+        nodes.swap(index - 1, index);
     }
 }
 
@@ -650,6 +702,7 @@ impl Node {
             Layer::Resize {
                 align_corners,
                 half_pixel_centers,
+                activation,
             } => {
                 let (input, output) = (hwc(x.dims())?, hwc(&self.shape)?);
                 let out = with_data(x, |data| {
@@ -661,7 +714,7 @@ impl Node {
                         *half_pixel_centers,
                     )
                 })?;
-                nhwc(out, output)
+                activate(nhwc(out, output)?, *activation)
             }
             Layer::DepthToSpace { block } => {
                 let input = hwc(x.dims())?;
