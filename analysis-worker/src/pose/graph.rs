@@ -5,8 +5,9 @@
 //! documented in `xtask/src/models.rs`). Activations are candle tensors in
 //! NHWC; 1×1 convolutions are matmuls (bias fused), k×k ones im2col + matmul, depthwise
 //! convolutions and the other spatial ops the kernels in [`super::kernels`],
-//! an explicit PAD feeding a VALID convolution is folded into it, and a
-//! residual ADD into the projection convolution before it.
+//! an explicit PAD feeding a VALID convolution is folded into it, a
+//! residual ADD into the projection convolution before it, and a 1×1
+//! convolution that reads a bilinear upsampling runs before it instead.
 
 use std::collections::{HashMap, HashSet};
 
