@@ -291,16 +291,41 @@ const PIXELS: usize = 8;
 /// A convolution that computes all output channels of a group of
 /// [`PIXELS`] pixels of a row at a time.
 trait PixelGroups: Sync {
+    /// Channels of each output pixel.
+    fn out_channels(&self) -> usize;
+
+    /// Output channels `first..first + W` of a group of pixels; returns `W`.
+    fn chunk<const W: usize>(
+        &self,
+        rows: &std::ops::Range<usize>,
+        source: &impl Fn(usize, usize, usize) -> *const f32,
+        first: usize,
+        out: *mut f32,
+        count: usize,
+    ) -> usize;
+
     /// Writes the first `count` pixels of the group to `out` (pixel-major);
     /// `source(g, ky, kx)` points at channel 0 of the input pixel under tap
     /// (ky, kx) of pixel g, for the kernel rows `rows` (those inside the input).
+    /// Channels go in vectors of `LANES`, then 8, then one at a time.
+    #[inline(always)]
     fn group(
         &self,
         rows: &std::ops::Range<usize>,
         source: impl Fn(usize, usize, usize) -> *const f32,
         out: *mut f32,
         count: usize,
-    );
+    ) {
+        lane_chunks(
+            self.out_channels(),
+            #[inline(always)]
+            |first, left| match left {
+                w if w >= LANES => self.chunk::<LANES>(rows, &source, first, out, count),
+                w if w >= 8 => self.chunk::<8>(rows, &source, first, out, count),
+                _ => self.chunk::<1>(rows, &source, first, out, count),
+            },
+        );
+    }
 }
 
 /// Runs `kernel` over every output row in parallel.
@@ -455,27 +480,10 @@ struct Depthwise<'a> {
 }
 
 impl PixelGroups for Depthwise<'_> {
-    #[inline(always)]
-    fn group(
-        &self,
-        rows: &std::ops::Range<usize>,
-        source: impl Fn(usize, usize, usize) -> *const f32,
-        out: *mut f32,
-        count: usize,
-    ) {
-        lane_chunks(
-            self.c,
-            #[inline(always)]
-            |first, left| match left {
-                w if w >= LANES => self.chunk::<LANES>(rows, &source, first, out, count),
-                w if w >= 8 => self.chunk::<8>(rows, &source, first, out, count),
-                _ => self.chunk::<1>(rows, &source, first, out, count),
-            },
-        );
+    fn out_channels(&self) -> usize {
+        self.c
     }
-}
 
-impl Depthwise<'_> {
     /// Channels `first..first + W` of a group of pixels, accumulated in
     /// registers over all taps; returns `W`.
     #[inline(always)]
@@ -521,27 +529,10 @@ struct ConvDirect<'a> {
 }
 
 impl PixelGroups for ConvDirect<'_> {
-    #[inline(always)]
-    fn group(
-        &self,
-        rows: &std::ops::Range<usize>,
-        source: impl Fn(usize, usize, usize) -> *const f32,
-        out: *mut f32,
-        count: usize,
-    ) {
-        lane_chunks(
-            self.cout,
-            #[inline(always)]
-            |first, left| match left {
-                w if w >= LANES => self.chunk::<LANES>(rows, &source, first, out, count),
-                w if w >= 8 => self.chunk::<8>(rows, &source, first, out, count),
-                _ => self.chunk::<1>(rows, &source, first, out, count),
-            },
-        );
+    fn out_channels(&self) -> usize {
+        self.cout
     }
-}
 
-impl ConvDirect<'_> {
     /// Output channels `first..first + W` of a group of pixels: each input
     /// value broadcast against a vector of weights; returns `W`.
     #[inline(always)]
