@@ -713,9 +713,10 @@ impl Node {
                         output,
                         *align_corners,
                         *half_pixel_centers,
+                        *activation,
                     )
                 })?;
-                activate(nhwc(out, output)?, *activation)
+                nhwc(out, output)
             }
             Layer::DepthToSpace { block } => {
                 let input = hwc(x.dims())?;

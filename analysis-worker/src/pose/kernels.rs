@@ -641,12 +641,15 @@ fn bilinear_source(o: usize, scale: f32, half_pixel: bool, size: usize) -> (usiz
     (low, high, x - low as f32)
 }
 
+/// TFLite RESIZE_BILINEAR, then `activation` (that of a 1×1 convolution
+/// moved in front of it) on each row while it is in cache.
 pub fn resize_bilinear(
     input: &[f32],
     shape: Hwc,
     out_shape: Hwc,
     align_corners: bool,
     half_pixel: bool,
+    activation: Activation,
 ) -> Vec<f32> {
     let scale = |inp: usize, out: usize| {
         if align_corners && out > 1 {
@@ -675,6 +678,7 @@ pub fn resize_bilinear(
                         + q[i] * fy * fx;
                 }
             }
+            activation.apply(row);
         });
     out
 }
@@ -862,8 +866,25 @@ mod tests {
     fn resize_doubles_with_half_pixel_centers() {
         // One row [0, 4] upscaled to 4 columns: TFLite gives [0, 1, 3, 4].
         let s = Hwc { h: 1, w: 2, c: 1 };
-        let out = resize_bilinear(&[0.0, 4.0], s, Hwc { h: 1, w: 4, c: 1 }, false, true);
+        let out = resize_bilinear(
+            &[0.0, 4.0],
+            s,
+            Hwc { h: 1, w: 4, c: 1 },
+            false,
+            true,
+            Activation::None,
+        );
         assert_eq!(out, vec![0.0, 1.0, 3.0, 4.0]);
+        // The activation applies after the interpolation: -2, 0, 4, 6 → 0, 0, 4, 6.
+        let out = resize_bilinear(
+            &[-2.0, 6.0],
+            s,
+            Hwc { h: 1, w: 4, c: 1 },
+            false,
+            true,
+            Activation::Relu,
+        );
+        assert_eq!(out, vec![0.0, 0.0, 4.0, 6.0]);
     }
 
     #[test]
