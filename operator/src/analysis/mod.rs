@@ -4,6 +4,7 @@
 //! Reconcile pipeline: dereference the stack → validate → (finished Job? read result) →
 //! admit → build the Job (pure, [`job`]) → apply it server-side → update status.
 
+pub mod cache;
 pub mod counts;
 pub mod erase;
 pub mod job;
@@ -35,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::external::{DatabasePools, S3Clients};
 use crate::predicates;
 use crate::telemetry::{Events, Metrics, PhaseLabel, StackLabel};
+use cache::CachedJob;
 use job::{JobOptions, job_for_analysis, job_name, labels};
 use phase::{JobState, job_state};
 use queue::{Admission, Waiting};
@@ -50,14 +52,14 @@ pub struct Context {
     pub client: Client,
     pub analyses: Store<SwingAnalysis>,
     pub stacks: Store<GolfTrackerStack>,
-    pub jobs: Store<Job>,
+    pub jobs: Store<CachedJob>,
     pub options: JobOptions,
     pub metrics: Metrics,
     pub events: Events,
     pub databases: DatabasePools,
     pub s3: S3Clients,
-    /// Serialises admission per stack, and remembers Jobs created but not yet seen in
-    /// the Job cache, so two reconciles never both take the last slot.
+    /// Serialises admission per stack, and remembers (by analysis UID) Jobs created but
+    /// not yet seen in the Job cache, so two reconciles never both take the last slot.
     admission: Mutex<HashMap<String, HashSet<String>>>,
     /// Wakes waiting analyses when a slot frees.
     wake: mpsc::UnboundedSender<ObjectRef<SwingAnalysis>>,
@@ -116,82 +118,86 @@ fn stack_ref(analysis: &SwingAnalysis) -> std::result::Result<(String, String), 
     }
 }
 
-/// Analyses of a stack that still want a Job and have none.
-fn waiting_of_stack(
-    ctx: &Context,
+/// UIDs of the analyses whose Job is in the cache (a worker Job's controller owner is
+/// its analysis): one pass over the Job cache per admission, not a lookup per analysis.
+fn analyses_with_cached_job<'a>(jobs: &'a [Arc<CachedJob>], namespace: &str) -> HashSet<&'a str> {
+    jobs.iter()
+        .filter(|j| j.metadata.namespace.as_deref() == Some(namespace))
+        .filter_map(|j| {
+            j.metadata
+                .owner_references
+                .as_ref()?
+                .iter()
+                .find(|o| o.controller == Some(true))
+        })
+        .map(|o| o.uid.as_str())
+        .collect()
+}
+
+/// Analyses of a stack that still want a Job and have none (`has_job` by analysis UID).
+fn waiting_of_stack<'a>(
+    analyses: &'a [Arc<SwingAnalysis>],
     namespace: &str,
     stack: &str,
-    created: &HashSet<String>,
-) -> Vec<Waiting> {
-    ctx.analyses
-        .state()
+    has_job: impl Fn(&str) -> bool,
+) -> Vec<Waiting<'a>> {
+    analyses
         .iter()
-        .filter(|a| a.namespace().as_deref() == Some(namespace) && a.spec.stack_ref.name == stack)
-        .filter(|a| a.meta().deletion_timestamp.is_none())
+        .filter(|a| {
+            a.metadata.namespace.as_deref() == Some(namespace) && a.spec.stack_ref.name == stack
+        })
+        .filter(|a| a.metadata.deletion_timestamp.is_none())
         .filter(|a| {
             !a.status
                 .as_ref()
                 .is_some_and(|s| s.phase.is_finished() || s.job_name.is_some())
         })
-        .filter(|a| {
-            job_name(a).is_ok_and(|name| {
-                !created.contains(&name)
-                    && ctx
-                        .jobs
-                        .get(&ObjectRef::new(&name).within(namespace))
-                        .is_none()
-            })
-        })
-        .map(|a| Waiting {
-            name: a.name_any(),
-            priority: a.spec.priority,
-            created: a.meta().creation_timestamp.as_ref().map(|t| t.0),
-        })
+        .filter(|a| a.metadata.uid.as_deref().is_some_and(|uid| !has_job(uid)))
+        .map(|a| queue_entry(a))
         .collect()
 }
 
-/// Whether this process created the Job and its cache has not seen it yet.
-async fn just_created(ctx: &Context, stack_key: &str, job: &str) -> bool {
+fn queue_entry(analysis: &SwingAnalysis) -> Waiting<'_> {
+    Waiting {
+        name: analysis.metadata.name.as_deref().unwrap_or_default(),
+        priority: analysis.spec.priority,
+        created: analysis.metadata.creation_timestamp.as_ref().map(|t| t.0),
+    }
+}
+
+/// Whether this process created the analysis' Job and its cache has not seen it yet.
+async fn just_created(ctx: &Context, stack_key: &str, analysis_uid: &str) -> bool {
     ctx.admission
         .lock()
         .await
         .get(stack_key)
-        .is_some_and(|created| created.contains(job))
+        .is_some_and(|created| created.contains(analysis_uid))
 }
 
-/// Unfinished Jobs of a stack: those in the cache plus those just created.
-fn active_jobs_of_stack(
-    ctx: &Context,
-    namespace: &str,
-    stack: &str,
-    created: &mut HashSet<String>,
-) -> usize {
-    created.retain(|name| {
-        ctx.jobs
-            .get(&ObjectRef::new(name).within(namespace))
-            .is_none()
-    });
-    ctx.jobs
-        .state()
-        .iter()
+/// Unfinished Jobs of a stack in the cache.
+fn active_jobs_of_stack(jobs: &[Arc<CachedJob>], namespace: &str, stack: &str) -> usize {
+    jobs.iter()
         .filter(|j| {
             j.metadata.namespace.as_deref() == Some(namespace)
                 && j.labels().get(labels::STACK).map(String::as_str) == Some(stack)
                 && !job_state(j).is_finished()
         })
         .count()
-        + created.len()
 }
 
 /// After a slot frees, reconcile the analyses that are next in line.
 fn wake_next(ctx: &Context, namespace: &str, stack: &GolfTrackerStack) {
-    let mut waiting = waiting_of_stack(ctx, namespace, &stack.name_any(), &HashSet::new());
+    let (analyses, jobs) = (ctx.analyses.state(), ctx.jobs.state());
+    let with_job = analyses_with_cached_job(&jobs, namespace);
+    let mut waiting = waiting_of_stack(&analyses, namespace, &stack.name_any(), |uid| {
+        with_job.contains(uid)
+    });
     queue::service_order(&mut waiting);
     for w in waiting
         .iter()
         .take(stack.spec.worker.max_concurrent_jobs.max(1) as usize)
     {
-        let _ = ctx.wake.send(ObjectRef::new(&w.name).within(namespace));
+        let _ = ctx.wake.send(ObjectRef::new(w.name).within(namespace));
     }
 }
 
@@ -406,8 +412,9 @@ async fn apply(analysis: &SwingAnalysis, ctx: &Context) -> Result<Action> {
     );
 
     let name = job_name(analysis)?;
+    let uid = analysis.metadata.uid.as_deref().unwrap_or_default();
     let cached = ctx.jobs.get(&ObjectRef::new(&name).within(&namespace));
-    if cached.is_none() && just_created(ctx, &stack_key(&namespace, &stack_name), &name).await {
+    if cached.is_none() && just_created(ctx, &stack_key(&namespace, &stack_name), uid).await {
         // Created by this process a moment ago: its watch event brings the analysis back.
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
@@ -415,10 +422,12 @@ async fn apply(analysis: &SwingAnalysis, ctx: &Context) -> Result<Action> {
         Some(job) => Some(job),
         // Not cached yet (just created, or the operator restarted): ask the server, so a
         // re-delivered reconcile never creates a second Job.
-        None if status.job_name.is_some() => Api::<Job>::namespaced(ctx.client.clone(), &namespace)
-            .get_opt(&name)
-            .await?
-            .map(Arc::new),
+        None if status.job_name.is_some() => {
+            Api::<CachedJob>::namespaced(ctx.client.clone(), &namespace)
+                .get_opt(&name)
+                .await?
+                .map(Arc::new)
+        }
         None => None,
     };
     match existing {
@@ -433,7 +442,7 @@ async fn observe_job(
     ctx: &Context,
     stack: &GolfTrackerStack,
     mut status: SwingAnalysisStatus,
-    job: &Job,
+    job: &CachedJob,
 ) -> Result<Action> {
     status.job_name = Some(job.name_any());
     status.queue_position = None;
@@ -585,21 +594,30 @@ async fn admit(
     namespace: &str,
 ) -> Result<Action> {
     let key = stack_key(namespace, &stack.name_any());
+    let uid = analysis
+        .metadata
+        .uid
+        .clone()
+        .ok_or(Error::MissingField("metadata.uid"))?;
     let mut slots = ctx.admission.lock().await;
+    // The caches are read under the lock: a Job another admission created is then
+    // either cached or still in `created`.
+    let (analyses, jobs) = (ctx.analyses.state(), ctx.jobs.state());
+    let with_job = analyses_with_cached_job(&jobs, namespace);
     let created = slots.entry(key.clone()).or_default();
-    let active = active_jobs_of_stack(ctx, namespace, &stack.name_any(), created);
-    let mut waiting = waiting_of_stack(ctx, namespace, &stack.name_any(), created);
-    if !waiting.iter().any(|w| w.name == analysis.name_any()) {
+    created.retain(|uid| !with_job.contains(uid.as_str()));
+    let active = active_jobs_of_stack(&jobs, namespace, &stack.name_any()) + created.len();
+    let mut waiting = waiting_of_stack(&analyses, namespace, &stack.name_any(), |uid| {
+        with_job.contains(uid) || created.contains(uid)
+    });
+    let name = analysis.name_any();
+    if !waiting.iter().any(|w| w.name == name) {
         // The cache has not seen this analysis yet; it still competes fairly.
-        waiting.push(Waiting {
-            name: analysis.name_any(),
-            priority: analysis.spec.priority,
-            created: analysis.meta().creation_timestamp.as_ref().map(|t| t.0),
-        });
+        waiting.push(queue_entry(analysis));
     }
     let depth = waiting.len();
     let decision = queue::admission(
-        &analysis.name_any(),
+        &name,
         stack.spec.worker.max_concurrent_jobs,
         active,
         &mut waiting,
@@ -641,11 +659,11 @@ async fn admit(
             // outside it, so admissions of one stack do not queue behind each other.
             let job = job_for_analysis(analysis, stack, &ctx.options)?;
             let name = job.name_any();
-            created.insert(name.clone());
+            created.insert(uid.clone());
             drop(slots);
             let release = || async {
                 if let Some(created) = ctx.admission.lock().await.get_mut(&key) {
-                    created.remove(&name);
+                    created.remove(&uid);
                 }
             };
             // Validate what the schema cannot: the video must exist.
@@ -729,7 +747,7 @@ pub async fn run(
     let (analyses_api, stacks_api, jobs_api): (
         Api<SwingAnalysis>,
         Api<GolfTrackerStack>,
-        Api<Job>,
+        Api<CachedJob>,
     ) = match &settings.namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
@@ -761,7 +779,7 @@ pub async fn run(
                 .labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
                 .any_semantic(),
         )
-        .modify(trim_cached_job),
+        .modify(cache::trim_job),
     )
     .inspect(listed.mark(CachesListed::JOBS))
     .default_backoff()
@@ -770,7 +788,7 @@ pub async fn run(
     let analysis_events = reflector::reflector(
         analyses_writer,
         watcher(analyses_api, watcher::Config::default().any_semantic())
-            .modify(trim_cached_analysis),
+            .modify(cache::trim_analysis),
     )
     .inspect(listed.mark(CachesListed::ANALYSES))
     .default_backoff()
@@ -843,25 +861,6 @@ fn stack_change_for_analyses(stack: &GolfTrackerStack) -> Option<u64> {
         .as_ref()
         .is_some_and(|s| conditions::is_true(&s.conditions, stack::condition::READY));
     predicates::change_key((stack.meta().generation, ready))
-}
-
-/// Managed fields (and a `kubectl apply` copy of the object) are kept by the API
-/// server for every analysis and read by nothing here; they would be a large part
-/// of each cached analysis.
-fn trim_cached_analysis(analysis: &mut SwingAnalysis) {
-    analysis.metadata.managed_fields = None;
-    if let Some(annotations) = analysis.metadata.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-}
-
-/// The Job cache keeps what admission and status need (name, labels, owners,
-/// status): the pod template and managed fields are most of a Job's size, and
-/// thousands of cached Jobs would otherwise dominate the operator's memory.
-fn trim_cached_job(job: &mut Job) {
-    job.metadata.managed_fields = None;
-    job.metadata.annotations = None;
-    job.spec = None;
 }
 
 fn tokio_stream_from<T: Send + 'static>(

@@ -3,7 +3,10 @@
 
 use golftracker_crds::analysis::{AnalysisResult, Recommendation, SwingEvent, SwingEvents};
 use golftracker_results_db::{EventMark, Report};
-use k8s_openapi::api::batch::v1::Job;
+
+use k8s_openapi::api::batch::v1::JobStatus;
+
+use super::cache::CachedJob;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// What a worker Job is doing.
@@ -34,11 +37,12 @@ impl JobState {
     }
 }
 
-pub fn job_state(job: &Job) -> JobState {
-    let status = job.status.clone().unwrap_or_default();
+pub fn job_state(job: &CachedJob) -> JobState {
+    let none = JobStatus::default();
+    let status = job.status.as_ref().unwrap_or(&none);
     let attempts =
         status.active.unwrap_or(0) + status.succeeded.unwrap_or(0) + status.failed.unwrap_or(0);
-    let conditions = status.conditions.unwrap_or_default();
+    let conditions = status.conditions.as_deref().unwrap_or_default();
     let holds = |type_: &str| {
         conditions
             .iter()
@@ -46,21 +50,21 @@ pub fn job_state(job: &Job) -> JobState {
     };
     if holds("Complete").is_some() {
         return JobState::Complete {
-            start_time: status.start_time,
-            completion_time: status.completion_time,
+            start_time: status.start_time.clone(),
+            completion_time: status.completion_time.clone(),
             attempts,
         };
     }
     if let Some(failed) = holds("Failed") {
         return JobState::Failed {
-            start_time: status.start_time,
+            start_time: status.start_time.clone(),
             reason: failed.reason.clone().unwrap_or_else(|| "JobFailed".into()),
             message: failed.message.clone().unwrap_or_default(),
             attempts,
         };
     }
     JobState::Running {
-        start_time: status.start_time,
+        start_time: status.start_time.clone(),
         attempts,
     }
 }
@@ -112,10 +116,10 @@ pub fn result_from_report(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+    use k8s_openapi::api::batch::v1::JobCondition;
 
-    fn job(conditions: &[(&str, &str, &str)], active: i32, failed: i32) -> Job {
-        Job {
+    fn job(conditions: &[(&str, &str, &str)], active: i32, failed: i32) -> CachedJob {
+        CachedJob {
             status: Some(JobStatus {
                 active: Some(active),
                 failed: Some(failed),

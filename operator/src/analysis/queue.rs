@@ -4,10 +4,11 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-/// An analysis that wants a Job and has none yet.
+/// An analysis that wants a Job and has none yet (borrowed from the cache: admission
+/// lists every waiting analysis of the stack each time).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Waiting {
-    pub name: String,
+pub struct Waiting<'a> {
+    pub name: &'a str,
     pub priority: i32,
     pub created: Option<Timestamp>,
 }
@@ -22,12 +23,12 @@ pub enum Admission {
 }
 
 /// Sorts waiting analyses into service order.
-pub fn service_order(waiting: &mut [Waiting]) {
+pub fn service_order(waiting: &mut [Waiting<'_>]) {
     waiting.sort_by(|a, b| {
         b.priority
             .cmp(&a.priority)
             .then_with(|| a.created.cmp(&b.created))
-            .then_with(|| a.name.cmp(&b.name))
+            .then_with(|| a.name.cmp(b.name))
     });
 }
 
@@ -37,7 +38,7 @@ pub fn admission(
     name: &str,
     limit: i32,
     active_jobs: usize,
-    waiting: &mut [Waiting],
+    waiting: &mut [Waiting<'_>],
 ) -> Option<Admission> {
     service_order(waiting);
     let index = waiting.iter().position(|w| w.name == name)?;
@@ -55,9 +56,9 @@ pub fn admission(
 mod tests {
     use super::*;
 
-    fn w(name: &str, priority: i32, created_s: i64) -> Waiting {
+    fn w(name: &str, priority: i32, created_s: i64) -> Waiting<'_> {
         Waiting {
-            name: name.into(),
+            name,
             priority,
             created: Some(Timestamp::from_second(created_s).unwrap()),
         }
@@ -72,7 +73,7 @@ mod tests {
             w("a", 0, 3),
         ];
         service_order(&mut waiting);
-        let names: Vec<_> = waiting.iter().map(|w| w.name.as_str()).collect();
+        let names: Vec<_> = waiting.iter().map(|w| w.name).collect();
         assert_eq!(names, ["new-high", "old-low", "a", "b"]);
     }
 
