@@ -12,13 +12,14 @@ use rand::rngs::{ChaCha8Rng, SmallRng};
 use rand::{Rng, RngExt, SeedableRng};
 use serde::Serialize;
 use tiny_skia::{
-    Color, FillRule, GradientStop, LineCap, LineJoin, LinearGradient, Paint, PathBuilder, Pixmap,
-    Point, SpreadMode, Stroke, Transform,
+    Color, FillRule, GradientStop, LinearGradient, Paint, PathBuilder, Pixmap, Point, SpreadMode,
+    Transform,
 };
 
 use crate::Error;
 use crate::golfer::{Skeleton, SwingParams};
 use crate::pose::Joint;
+use crate::swing::CameraView;
 use golftracker_results_db::SwingEvents;
 
 /// The clip format asked for on the command line.
@@ -176,24 +177,129 @@ fn paint(colour: Color) -> Paint<'static> {
     paint
 }
 
-/// A thick line with round ends: a limb segment.
-fn limb(pixmap: &mut Pixmap, points: &[(f64, f64)], width: f64, colour: Color, t: Transform) {
-    let mut pb = PathBuilder::new();
-    pb.move_to(points[0].0 as f32, points[0].1 as f32);
-    for p in &points[1..] {
-        pb.line_to(p.0 as f32, p.1 as f32);
-    }
-    let Some(path) = pb.finish() else { return };
-    let stroke = Stroke {
-        width: width as f32,
-        line_cap: LineCap::Round,
-        line_join: LineJoin::Round,
-        ..Stroke::default()
-    };
-    pixmap.stroke_path(&path, &paint(colour), &stroke, t, None);
+/// A point or offset in image pixels.
+type Px = (f64, f64);
+
+fn add(a: Px, b: Px) -> Px {
+    (a.0 + b.0, a.1 + b.1)
 }
 
-fn disc(pixmap: &mut Pixmap, centre: (f64, f64), radius: f64, colour: Color, t: Transform) {
+fn sub(a: Px, b: Px) -> Px {
+    (a.0 - b.0, a.1 - b.1)
+}
+
+fn mul(a: Px, k: f64) -> Px {
+    (a.0 * k, a.1 * k)
+}
+
+fn mid(a: Px, b: Px) -> Px {
+    mul(add(a, b), 0.5)
+}
+
+/// `a` scaled to unit length, or `fallback` where it has none.
+fn unit(a: Px, fallback: Px) -> Px {
+    let norm = a.0.hypot(a.1);
+    if norm < 1e-9 {
+        fallback
+    } else {
+        mul(a, 1.0 / norm)
+    }
+}
+
+/// `a` turned a quarter turn.
+fn perp(a: Px) -> Px {
+    (-a.1, a.0)
+}
+
+/// The convex hull (Andrew's monotone chain) of discs `(centre, radius)`: the
+/// outline of a limb tapering from one joint to the next, or of a torso
+/// around its shoulders and hips.
+fn hull_of_discs(discs: &[(Px, f64)]) -> Vec<Px> {
+    const STEPS: usize = 24;
+    let mut points: Vec<Px> = discs
+        .iter()
+        .flat_map(|&(centre, radius)| {
+            (0..STEPS).map(move |k| {
+                let a = std::f64::consts::TAU * k as f64 / STEPS as f64;
+                add(centre, (radius * a.cos(), radius * a.sin()))
+            })
+        })
+        .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let cross = |o: Px, a: Px, b: Px| (a.0 - o.0) * (b.1 - o.1) - (a.1 - o.1) * (b.0 - o.0);
+    let mut hull: Vec<Px> = Vec::with_capacity(points.len());
+    for pass in [
+        &points[..],
+        &points.iter().rev().copied().collect::<Vec<_>>()[..],
+    ] {
+        let floor = hull.len();
+        for &p in pass {
+            while hull.len() >= floor + 2
+                && cross(hull[hull.len() - 2], hull[hull.len() - 1], p) <= 0.0
+            {
+                hull.pop();
+            }
+            hull.push(p);
+        }
+        // The last point of each chain starts the other.
+        hull.pop();
+    }
+    hull
+}
+
+fn fill_hull(pixmap: &mut Pixmap, discs: &[(Px, f64)], paint: &Paint, t: Transform) {
+    let outline = hull_of_discs(discs);
+    let mut pb = PathBuilder::new();
+    pb.move_to(outline[0].0 as f32, outline[0].1 as f32);
+    for p in &outline[1..] {
+        pb.line_to(p.0 as f32, p.1 as f32);
+    }
+    pb.close();
+    if let Some(path) = pb.finish() {
+        pixmap.fill_path(&path, paint, FillRule::Winding, t, None);
+    }
+}
+
+/// Paint for a rounded body part along `from`→`to`, `width` across, lit from
+/// the upper left: lighter on that side of its axis, in shadow on the other.
+fn lit(colour: Color, from: Px, to: Px, width: f64) -> Paint<'static> {
+    let mut across = perp(unit(sub(to, from), (0.0, 1.0)));
+    if across.0 + across.1 > 0.0 {
+        across = mul(across, -1.0);
+    }
+    let centre = mid(from, to);
+    let (light, dark) = (
+        add(centre, mul(across, width / 2.0)),
+        sub(centre, mul(across, width / 2.0)),
+    );
+    let shader = LinearGradient::new(
+        Point::from_xy(light.0 as f32, light.1 as f32),
+        Point::from_xy(dark.0 as f32, dark.1 as f32),
+        vec![
+            GradientStop::new(0.0, shade(colour, 1.15)),
+            GradientStop::new(0.4, colour),
+            GradientStop::new(1.0, shade(colour, 0.65)),
+        ],
+        SpreadMode::Pad,
+        Transform::identity(),
+    );
+    match shader {
+        Some(shader) => Paint {
+            shader,
+            anti_alias: true,
+            ..Paint::default()
+        },
+        None => paint(colour),
+    }
+}
+
+/// A limb from `a` to `b`, tapering from `wa` to `wb` wide, shaded round.
+fn limb(pixmap: &mut Pixmap, (a, wa): (Px, f64), (b, wb): (Px, f64), colour: Color, t: Transform) {
+    let paint = lit(colour, a, b, wa.max(wb));
+    fill_hull(pixmap, &[(a, wa / 2.0), (b, wb / 2.0)], &paint, t);
+}
+
+fn disc(pixmap: &mut Pixmap, centre: Px, radius: f64, colour: Color, t: Transform) {
     if let Some(path) = PathBuilder::from_circle(centre.0 as f32, centre.1 as f32, radius as f32) {
         pixmap.fill_path(&path, &paint(colour), FillRule::Winding, t, None);
     }
@@ -235,11 +341,12 @@ fn draw_background(pixmap: &mut Pixmap, look: &Look, t: Transform) {
     }
     for &(x, radius, height, colour) in &look.trees {
         let base = horizon + 2.0;
-        let crown = (x as f64, (base - radius * (1.0 + height)) as f64);
+        let crown = (f64::from(x), f64::from(base - radius * (1.0 + height)));
+        let trunk = f64::from(radius) * 0.3;
         limb(
             pixmap,
-            &[(x as f64, base as f64), crown],
-            f64::from(radius) * 0.3,
+            ((f64::from(x), f64::from(base)), trunk),
+            (crown, trunk),
             rgb(90, 60, 30),
             t,
         );
@@ -247,113 +354,304 @@ fn draw_background(pixmap: &mut Pixmap, look: &Look, t: Transform) {
     }
 }
 
-/// Draws the golfer: far-side limbs first, shaded darker, so the body reads as 3D.
-fn draw_golfer(pixmap: &mut Pixmap, s: &Skeleton, look: &Look, scale: f64, t: Transform) {
-    use Joint::*;
-    let j = |joint: Joint| s.joint(joint);
-    let leg_w = 0.15 * scale;
-    let far = 0.8;
-    for (hip, knee, ankle, k) in [
-        (RightHip, RightKnee, RightAnkle, far),
-        (LeftHip, LeftKnee, LeftAnkle, 1.0),
-    ] {
+/// The joints of one side of the body.
+struct Side {
+    shoulder: Joint,
+    elbow: Joint,
+    wrist: Joint,
+    hip: Joint,
+    knee: Joint,
+    ankle: Joint,
+}
+
+const LEFT: Side = Side {
+    shoulder: Joint::LeftShoulder,
+    elbow: Joint::LeftElbow,
+    wrist: Joint::LeftWrist,
+    hip: Joint::LeftHip,
+    knee: Joint::LeftKnee,
+    ankle: Joint::LeftAnkle,
+};
+
+const RIGHT: Side = Side {
+    shoulder: Joint::RightShoulder,
+    elbow: Joint::RightElbow,
+    wrist: Joint::RightWrist,
+    hip: Joint::RightHip,
+    knee: Joint::RightKnee,
+    ankle: Joint::RightAnkle,
+};
+
+/// One pose of the golfer, ready to draw: the skeleton with the sizes of a
+/// real adult (metres times the clip's pixels per metre).
+struct Figure<'a> {
+    s: &'a Skeleton,
+    look: &'a Look,
+    /// Pixels per metre.
+    m: f64,
+    /// Where the golfer faces along the image's x axis: ±1 down the line, 0 face-on.
+    facing: f64,
+    t: Transform,
+}
+
+impl Figure<'_> {
+    fn j(&self, joint: Joint) -> Px {
+        self.s.joint(joint)
+    }
+
+    fn leg(&self, pixmap: &mut Pixmap, side: &Side, k: f32) {
+        let (hip, knee, ankle) = (self.j(side.hip), self.j(side.knee), self.j(side.ankle));
+        let trousers = shade(self.look.trousers, k);
         limb(
             pixmap,
-            &[j(hip), j(knee), j(ankle)],
-            leg_w,
-            shade(look.trousers, k),
-            t,
+            (hip, 0.19 * self.m),
+            (knee, 0.13 * self.m),
+            trousers,
+            self.t,
         );
-        let (ax, ay) = j(ankle);
         limb(
+            pixmap,
+            (knee, 0.13 * self.m),
+            (ankle, 0.11 * self.m),
+            trousers,
+            self.t,
+        );
+        // A shoe: heel under the ankle, toe ahead of it, splayed out a little face-on.
+        let outward = (ankle.0 - mid(self.j(LEFT.hip), self.j(RIGHT.hip)).0).signum();
+        let toe_x = 0.17 * self.facing + 0.04 * (1.0 - self.facing.abs()) * outward;
+        let heel = add(ankle, (-0.04 * self.facing * self.m, 0.035 * self.m));
+        let toe = add(ankle, (toe_x * self.m, 0.045 * self.m));
+        limb(
+            pixmap,
+            (heel, 0.09 * self.m),
+            (toe, 0.075 * self.m),
+            shade(self.look.shoes, k),
+            self.t,
+        );
+    }
+
+    fn torso(&self, pixmap: &mut Pixmap) {
+        use Joint::*;
+        let m = self.m;
+        let shoulders = mid(self.j(LeftShoulder), self.j(RightShoulder));
+        let hips = mid(self.j(LeftHip), self.j(RightHip));
+        let (lh, rh) = (self.j(LeftHip), self.j(RightHip));
+        let up = unit(sub(shoulders, hips), (0.0, -1.0));
+        let across = perp(up);
+        // The shirt: a chest and a waist (as deep as a real torso seen from
+        // the side) between the shoulders and hips (as wide as one seen from
+        // the front), tucked into the trousers' waistband.
+        let chest = add(shoulders, mul(sub(hips, shoulders), 0.3));
+        let waist = add(shoulders, mul(sub(hips, shoulders), 0.8));
+        let shirt = lit(self.look.shirt, shoulders, hips, 0.42 * m);
+        fill_hull(
             pixmap,
             &[
-                (ax - 0.05 * scale, ay),
-                (ax + 0.08 * scale, ay + 0.02 * scale),
+                (self.j(LeftShoulder), 0.075 * m),
+                (self.j(RightShoulder), 0.075 * m),
+                (chest, 0.13 * m),
+                (waist, 0.12 * m),
+                (lh, 0.09 * m),
+                (rh, 0.09 * m),
             ],
-            0.08 * scale,
-            shade(look.shoes, k),
-            t,
+            &shirt,
+            self.t,
+        );
+        let pelvis = lit(self.look.trousers, hips, add(hips, (0.0, 1.0)), 0.36 * m);
+        let raised = |p: Px, k: f64| add(p, mul(up, k * m));
+        fill_hull(
+            pixmap,
+            &[
+                (raised(lh, 0.02), 0.1 * m),
+                (raised(rh, 0.02), 0.1 * m),
+                (raised(hips, -0.04), 0.12 * m),
+            ],
+            &pelvis,
+            self.t,
+        );
+        let belt = |p: Px| (raised(p, 0.09), 0.025 * m);
+        fill_hull(
+            pixmap,
+            &[
+                belt(lh),
+                belt(rh),
+                belt(add(hips, mul(across, 0.08 * m))),
+                belt(sub(hips, mul(across, 0.08 * m))),
+            ],
+            &paint(shade(self.look.trousers, 0.45)),
+            self.t,
         );
     }
-    // Torso: a filled quad between shoulders and hips, rounded by a thick outline.
-    let mut pb = PathBuilder::new();
-    for (i, joint) in [LeftShoulder, RightShoulder, RightHip, LeftHip]
-        .into_iter()
-        .enumerate()
-    {
-        let (x, y) = j(joint);
-        if i == 0 {
-            pb.move_to(x as f32, y as f32);
-        } else {
-            pb.line_to(x as f32, y as f32);
+
+    /// Neck and head with a face: skull in hair, face and jaw in skin, ears,
+    /// eyes, brows, nose and mouth at the model's face keypoints.
+    fn head(&self, pixmap: &mut Pixmap) {
+        use Joint::*;
+        let (m, r, t) = (self.m, self.s.head_radius, self.t);
+        let (head, nose) = (self.s.head, self.j(Nose));
+        let shoulders = mid(self.j(LeftShoulder), self.j(RightShoulder));
+        let up = unit(sub(head, shoulders), (0.0, -1.0));
+        let face = sub(nose, head);
+        let at = |k_up: f64, k_face: f64| add(head, add(mul(up, k_up * r), mul(face, k_face)));
+        let skin = self.look.skin;
+        limb(
+            pixmap,
+            (add(shoulders, mul(up, 0.02 * m)), 0.13 * m),
+            (at(-0.5, 0.2), 0.11 * m),
+            shade(skin, 0.9),
+            t,
+        );
+        // Collar.
+        limb(
+            pixmap,
+            (sub(shoulders, mul(up, 0.01 * m)), 0.16 * m),
+            (add(shoulders, mul(up, 0.03 * m)), 0.14 * m),
+            shade(self.look.shirt, 1.1),
+            t,
+        );
+        // Hair on the skull behind the face only: with a hairline over the
+        // forehead BlazePose took a face-on golfer for one seen from behind.
+        disc(pixmap, at(0.1, -0.3), 0.97 * r, self.look.hair, t);
+        let face_paint = lit(skin, at(0.3, 0.3), at(-0.5, 0.5), 1.6 * r);
+        fill_hull(
+            pixmap,
+            &[(at(0.15, 0.25), 0.8 * r), (at(-0.45, 0.45), 0.55 * r)],
+            &face_paint,
+            t,
+        );
+        for ear in [LeftEar, RightEar] {
+            disc(pixmap, self.j(ear), 0.022 * m, shade(skin, 0.85), t);
+        }
+        let eyes = mid(self.j(LeftEye), self.j(RightEye));
+        let dir = unit(face, (0.0, 1.0));
+        limb(
+            pixmap,
+            (sub(eyes, mul(up, 0.005 * m)), 0.02 * m),
+            (add(nose, mul(dir, 0.012 * m)), 0.024 * m),
+            shade(skin, 0.9),
+            t,
+        );
+        let sideways = mul(perp(up), 1.0 - 0.6 * self.facing.abs());
+        let mouth = add(nose, mul(sub(nose, eyes), 0.8));
+        limb(
+            pixmap,
+            (add(mouth, mul(sideways, 0.02 * m)), 0.012 * m),
+            (sub(mouth, mul(sideways, 0.02 * m)), 0.012 * m),
+            rgb(140, 60, 60),
+            t,
+        );
+        for eye in [LeftEye, RightEye] {
+            let eye = self.j(eye);
+            disc(pixmap, eye, 0.014 * m, rgb(240, 240, 235), t);
+            disc(
+                pixmap,
+                add(eye, mul(dir, 0.004 * m)),
+                0.008 * m,
+                rgb(50, 35, 25),
+                t,
+            );
+            let brow = add(eye, mul(up, 0.022 * m));
+            limb(
+                pixmap,
+                (add(brow, mul(sideways, 0.013 * m)), 0.008 * m),
+                (sub(brow, mul(sideways, 0.013 * m)), 0.008 * m),
+                self.look.hair,
+                t,
+            );
         }
     }
-    pb.close();
-    if let Some(path) = pb.finish() {
-        pixmap.fill_path(&path, &paint(look.shirt), FillRule::Winding, t, None);
-        let stroke = Stroke {
-            width: (0.14 * scale) as f32,
-            line_join: LineJoin::Round,
-            ..Stroke::default()
+
+    /// Upper arm in a short sleeve, forearm and hand round the grip.
+    fn arm(&self, pixmap: &mut Pixmap, side: &Side, k: f32) {
+        let m = self.m;
+        let (shoulder, elbow, wrist) = (
+            self.j(side.shoulder),
+            self.j(side.elbow),
+            self.j(side.wrist),
+        );
+        let skin = shade(self.look.skin, k);
+        limb(pixmap, (shoulder, 0.1 * m), (elbow, 0.08 * m), skin, self.t);
+        limb(pixmap, (elbow, 0.08 * m), (wrist, 0.06 * m), skin, self.t);
+        let sleeve_end = add(shoulder, mul(sub(elbow, shoulder), 0.55));
+        limb(
+            pixmap,
+            (shoulder, 0.13 * m),
+            (sleeve_end, 0.11 * m),
+            shade(self.look.shirt, k),
+            self.t,
+        );
+        let down_club = unit(sub(self.s.club_head, self.s.grip), (0.0, 1.0));
+        limb(
+            pixmap,
+            (wrist, 0.065 * m),
+            (add(wrist, mul(down_club, 0.06 * m)), 0.075 * m),
+            skin,
+            self.t,
+        );
+    }
+
+    fn club(&self, pixmap: &mut Pixmap) {
+        let m = self.m;
+        let (grip, head) = (self.s.grip, self.s.club_head);
+        let down_club = unit(sub(head, grip), (0.0, 1.0));
+        let butt = sub(grip, mul(down_club, 0.12 * m));
+        limb(
+            pixmap,
+            (butt, 0.018 * m),
+            (head, 0.012 * m),
+            rgb(170, 170, 175),
+            self.t,
+        );
+        limb(
+            pixmap,
+            (butt, 0.028 * m),
+            (add(grip, mul(down_club, 0.12 * m)), 0.022 * m),
+            rgb(30, 30, 30),
+            self.t,
+        );
+        disc(pixmap, head, 0.045 * m, rgb(40, 40, 45), self.t);
+    }
+
+    /// Far side first, shaded darker, so the body reads as 3D: down the line
+    /// the lead side is the far one, face-on the trail arm folds behind.
+    fn draw(&self, pixmap: &mut Pixmap, lead: &Side, trail: &Side) {
+        let (far, near) = if self.facing == 0.0 {
+            (trail, lead)
+        } else {
+            (lead, trail)
         };
-        pixmap.stroke_path(&path, &paint(look.shirt), &stroke, t, None);
+        let far_shade = if self.facing == 0.0 { 0.9 } else { 0.75 };
+        self.leg(pixmap, far, far_shade);
+        self.leg(pixmap, near, 1.0);
+        self.torso(pixmap);
+        self.head(pixmap);
+        self.arm(pixmap, far, far_shade);
+        self.club(pixmap);
+        self.arm(pixmap, near, 1.0);
     }
-    // Neck and head.
-    let shoulders = (
-        (j(LeftShoulder).0 + j(RightShoulder).0) / 2.0,
-        (j(LeftShoulder).1 + j(RightShoulder).1) / 2.0,
-    );
-    limb(
-        pixmap,
-        &[shoulders, s.head],
-        0.09 * scale,
-        shade(look.skin, 0.9),
+}
+
+/// Draws the golfer of `params` at the pose `s`.
+fn draw_golfer(pixmap: &mut Pixmap, params: &SwingParams, s: &Skeleton, look: &Look, t: Transform) {
+    let (lead, trail) = if params.left_handed {
+        (&RIGHT, &LEFT)
+    } else {
+        (&LEFT, &RIGHT)
+    };
+    // Down the line a right-hander faces image right (see `SwingParams::project`).
+    let facing = match (params.view, params.left_handed) {
+        (CameraView::FaceOn, _) => 0.0,
+        (CameraView::DownTheLine, false) => 1.0,
+        (CameraView::DownTheLine, true) => -1.0,
+    };
+    let figure = Figure {
+        s,
+        look,
+        m: params.scale_px,
+        facing,
         t,
-    );
-    disc(pixmap, s.head, s.head_radius, look.skin, t);
-    // Hair: a darker cap on the back/top of the head, away from the face.
-    let face = j(Nose);
-    let away = (s.head.0 - face.0, s.head.1 - face.1);
-    let norm = (away.0.hypot(away.1)).max(1e-6);
-    let hair_centre = (
-        s.head.0 + 0.35 * s.head_radius * away.0 / norm,
-        s.head.1 + 0.35 * s.head_radius * away.1 / norm - 0.3 * s.head_radius,
-    );
-    disc(pixmap, hair_centre, 0.8 * s.head_radius, look.hair, t);
-    for eye in [LeftEye, RightEye] {
-        disc(pixmap, j(eye), 0.012 * scale, rgb(30, 30, 30), t);
-    }
-    disc(pixmap, face, 0.02 * scale, shade(look.skin, 0.85), t);
-    // Club under the arms.
-    limb(
-        pixmap,
-        &[s.grip, s.club_head],
-        0.018 * scale,
-        rgb(170, 170, 175),
-        t,
-    );
-    disc(pixmap, s.club_head, 0.045 * scale, rgb(40, 40, 45), t);
-    for (shoulder, elbow, wrist, k) in [
-        (RightShoulder, RightElbow, RightWrist, far),
-        (LeftShoulder, LeftElbow, LeftWrist, 1.0),
-    ] {
-        limb(
-            pixmap,
-            &[j(shoulder), j(elbow)],
-            0.1 * scale,
-            shade(look.shirt, k),
-            t,
-        );
-        limb(
-            pixmap,
-            &[j(elbow), j(wrist)],
-            0.075 * scale,
-            shade(look.skin, k),
-            t,
-        );
-        disc(pixmap, j(wrist), 0.045 * scale, shade(look.skin, k), t);
-    }
+    };
+    figure.draw(pixmap, lead, trail);
 }
 
 /// Renders frame `i` of a clip into `pixmap`.
@@ -370,7 +668,7 @@ fn render(
     let t = Transform::from_translate(wobble(7.0) + wobble(13.0) * 0.5, wobble(9.0));
     pixmap.fill(Color::BLACK);
     draw_background(pixmap, look, t);
-    draw_golfer(pixmap, &params.skeleton_at(time), look, params.scale_px, t);
+    draw_golfer(pixmap, params, &params.skeleton_at(time), look, t);
     if look.noise > 0.0 {
         for px in pixmap.data_mut().chunks_exact_mut(4) {
             let n = (noise.random::<f32>() - 0.5) * 2.0 * look.noise;
