@@ -78,20 +78,23 @@ impl Activation {
 /// small late layers costs more in synchronisation than it saves.
 const PARALLEL_MATMUL_MACS: usize = 1 << 19;
 
-/// Below this many pixels a large matmul is not split into bands of pixels
-/// but left to gemm's own threading, which packs the weights once: split
-/// into bands, each band's gemm call packed the whole weight matrix again,
-/// the main cost of the small late layers with up to 1152 channels.
+/// Below this many pixels a large matmul is split by output channels
+/// instead of pixels: a band of pixels would read (and gemm pack) the whole
+/// weight matrix for a few rows, the main cost of the small late layers with
+/// up to 1152 channels; a block of channels reads only its share of it.
 const MIN_PARALLEL_PIXELS: usize = 128;
+
+/// Output channels of a block are a multiple of this (one AVX-512 register).
+const CHANNEL_BLOCK: usize = 16;
 
 /// `lhs [m × k] · weights [k × n] + bias (+ residual [m × n])`, then the
 /// activation: a 1×1 convolution over `m` pixels (or a k×k one over im2col
 /// patches), with the residual ADD that follows a projection fused in. The
-/// pixels are split into one band per thread, each one single-threaded gemm
-/// call that writes the band, then one pass that adds the bias (and the
-/// residual) and activates it while it is in cache (gemm's own splitting costs
-/// more on these shapes), except for layers with few pixels (see
-/// [`MIN_PARALLEL_PIXELS`]).
+/// output is split into one block per thread, of pixels or, for layers with
+/// few pixels (see [`MIN_PARALLEL_PIXELS`]), of output channels, each one
+/// single-threaded gemm call that writes the block, then one pass that adds
+/// the bias (and the residual) and activates it while it is in cache (gemm's
+/// own splitting costs more on these shapes).
 pub fn matmul_bias(
     lhs: &[f32],
     weights: &[f32],
@@ -105,89 +108,128 @@ pub fn matmul_bias(
     assert_eq!((m * k, k * n), (lhs.len(), weights.len()), "matmul shapes");
     assert!(residual.is_none_or(|r| r.len() == m * n), "residual shape");
     let threads = rayon::current_num_threads();
-    let parallel = threads > 1 && m * k * n >= PARALLEL_MATMUL_MACS;
-    let band = if parallel && m >= MIN_PARALLEL_PIXELS {
-        m.div_ceil(threads)
+    let parts = if m * k * n >= PARALLEL_MATMUL_MACS {
+        threads
     } else {
-        m
+        1
     };
-    let gemm_parallelism = if parallel && band == m {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
+    let by_channels = m < MIN_PARALLEL_PIXELS && n >= parts * CHANNEL_BLOCK;
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
-    out.spare_capacity_mut()[..m * n]
-        .par_chunks_mut(band * n)
-        .zip(lhs.par_chunks(band * k))
-        .enumerate()
-        .for_each(|(index, (out, lhs))| {
-            let rows = lhs.len() / k;
-            // SAFETY: the three row-major buffers hold exactly rows×n, rows×k
-            // and k×n values and `out` does not alias the inputs; with
-            // `read_dst` false gemm only writes `out`.
-            unsafe {
-                gemm::gemm(
-                    rows,
-                    n,
-                    k,
-                    out.as_mut_ptr().cast::<f32>(),
-                    1,
-                    n as isize,
-                    false,
-                    lhs.as_ptr(),
-                    1,
-                    k as isize,
-                    weights.as_ptr(),
-                    1,
-                    n as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm_parallelism,
-                );
-            }
-            // SAFETY: gemm wrote all rows×n values of the band.
-            let out = unsafe { &mut *(std::ptr::from_mut(out) as *mut [f32]) };
-            let skip = residual.map(|r| &r[index * band * n..][..out.len()]);
-            bias_epilogue(out, bias, skip, activation);
-        });
-    // SAFETY: the bands cover all m×n values, each initialised above.
+    let dst = SharedOut(out.as_mut_ptr());
+    let dst = &dst;
+    (0..parts).into_par_iter().for_each(|part| {
+        let (rows, columns) = if by_channels {
+            let blocks = n.div_ceil(CHANNEL_BLOCK);
+            let edge = |part: usize| (blocks * part / parts * CHANNEL_BLOCK).min(n);
+            (0..m, edge(part)..edge(part + 1))
+        } else {
+            (m * part / parts..m * (part + 1) / parts, 0..n)
+        };
+        let block = Block { rows, columns, n };
+        // SAFETY: `block` lies inside the m × n output, which the parts
+        // split without overlap, and inside `lhs` and `weights`.
+        unsafe { block.gemm(dst.0, lhs, k, weights) };
+        // SAFETY: gemm wrote every value of the block; no other part touches it.
+        unsafe { block.epilogue(dst.0, bias, residual, activation) };
+    });
+    // SAFETY: the parts cover all m×n values, each initialised above.
     unsafe { out.set_len(m * n) };
     out
 }
 
-/// Adds `bias` to every row of `out` (and `skip`, same shape as `out`), then
-/// activates it: one pass, in vector registers.
-fn bias_epilogue(out: &mut [f32], bias: &[f32], skip: Option<&[f32]>, activation: Activation) {
-    let n = bias.len();
-    let (low, high) = activation.bounds();
-    // Comparisons rather than `max`/`min`, which also order NaNs and do not vectorise as well.
-    let clamp = move |v: f32| {
-        let v = if v > low { v } else { low };
-        if v < high { v } else { high }
-    };
-    vectorized(
-        #[inline(always)]
-        move || match skip {
-            Some(skip) => {
-                for (row, skip) in out.chunks_exact_mut(n).zip(skip.chunks_exact(n)) {
-                    for ((o, s), b) in row.iter_mut().zip(skip).zip(bias) {
-                        *o = clamp(*o + (s + b));
+/// The output of [`matmul_bias`], which its parts write through at disjoint blocks.
+struct SharedOut(*mut f32);
+
+// SAFETY: each part writes only its own block of the buffer.
+unsafe impl Sync for SharedOut {}
+
+/// Rows × columns of an `n`-column row-major output.
+struct Block {
+    rows: std::ops::Range<usize>,
+    columns: std::ops::Range<usize>,
+    n: usize,
+}
+
+impl Block {
+    /// Writes `lhs [rows] · weights [.., columns]` to the block of `out`.
+    ///
+    /// # Safety
+    /// `out` holds the whole output; `lhs` has `k` values per row, `weights`
+    /// `n` per row and `k` rows; no other thread accesses the block.
+    unsafe fn gemm(&self, out: *mut f32, lhs: &[f32], k: usize, weights: &[f32]) {
+        let (rows, columns, n) = (self.rows.len(), self.columns.len(), self.n);
+        if rows == 0 || columns == 0 {
+            return;
+        }
+        // SAFETY: the caller's contract; with `read_dst` false gemm only writes
+        // `out` (the block, at row stride `n`).
+        unsafe {
+            gemm::gemm(
+                rows,
+                columns,
+                k,
+                out.add(self.rows.start * n + self.columns.start),
+                1,
+                n as isize,
+                false,
+                lhs[self.rows.start * k..].as_ptr(),
+                1,
+                k as isize,
+                weights[self.columns.start..].as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+
+    /// Adds `bias` (and `skip`, shaped like the output) to the block, then
+    /// activates it: one pass, in vector registers.
+    ///
+    /// # Safety
+    /// As [`Self::gemm`], which wrote the block.
+    unsafe fn epilogue(
+        &self,
+        out: *mut f32,
+        bias: &[f32],
+        skip: Option<&[f32]>,
+        activation: Activation,
+    ) {
+        let (low, high) = activation.bounds();
+        // Comparisons rather than `max`/`min`, which also order NaNs and do not vectorise as well.
+        let clamp = move |v: f32| {
+            let v = if v > low { v } else { low };
+            if v < high { v } else { high }
+        };
+        let bias = &bias[self.columns.clone()];
+        vectorized(
+            #[inline(always)]
+            move || {
+                for row in self.rows.clone() {
+                    let at = row * self.n + self.columns.start;
+                    // SAFETY: the block's part of the row, written by gemm, ours alone.
+                    let out = unsafe { std::slice::from_raw_parts_mut(out.add(at), bias.len()) };
+                    match skip {
+                        Some(skip) => {
+                            for ((o, s), b) in out.iter_mut().zip(&skip[at..]).zip(bias) {
+                                *o = clamp(*o + (s + b));
+                            }
+                        }
+                        None => {
+                            for (o, b) in out.iter_mut().zip(bias) {
+                                *o = clamp(*o + b);
+                            }
+                        }
                     }
                 }
-            }
-            None => {
-                for row in out.chunks_exact_mut(n) {
-                    for (o, b) in row.iter_mut().zip(bias) {
-                        *o = clamp(*o + b);
-                    }
-                }
-            }
-        },
-    )
+            },
+        )
+    }
 }
 
 /// Runs `f` compiled for AVX-512 (or AVX2 + FMA) where the CPU has it: the
@@ -829,9 +871,9 @@ mod tests {
 
     #[test]
     fn matmul_bias_matches_definition() {
-        // Single-threaded, split into bands of pixels, and left to gemm's
-        // threading (the last two when there is more than one thread).
-        for (m, k, n) in [(70, 33, 9), (257, 64, 40), (40, 128, 128)] {
+        // Single-threaded, split into bands of pixels, and into blocks of
+        // channels, one partial (the last two when there is more than one thread).
+        for (m, k, n) in [(70, 33, 9), (257, 64, 40), (40, 128, 136)] {
             let (lhs, weights, bias, residual) = (ramp(m * k), ramp(k * n), ramp(n), ramp(m * n));
             for skip in [None, Some(residual.as_slice())] {
                 let fast = matmul_bias(&lhs, &weights, &bias, skip, Activation::Relu);
