@@ -679,6 +679,20 @@ fn render(
     }
 }
 
+/// The swing and look of the clip of `clip_seed`.
+fn clip(clip_seed: u64, format: ClipFormat) -> (SwingParams, Look) {
+    let mut rng = ChaCha8Rng::seed_from_u64(clip_seed);
+    let params = SwingParams::random(&mut rng, format.width, format.height, format.seconds);
+    let look = Look::random(&mut rng, format.width);
+    (params, look)
+}
+
+/// The swing drawn in the clip of `clip_seed` (its ground truth's `seed`):
+/// where the pose model should find the golfer's joints.
+pub fn drawn_swing(clip_seed: u64, format: ClipFormat) -> SwingParams {
+    clip(clip_seed, format).0
+}
+
 /// Writes `count` clips and their ground truth under `out`; returns the clip paths.
 pub fn write_clips(
     out: &Path,
@@ -690,9 +704,7 @@ pub fn write_clips(
     let mut written = Vec::new();
     for k in 0..u64::from(count) {
         let clip_seed = seed.wrapping_mul(1_000_003).wrapping_add(k);
-        let mut rng = ChaCha8Rng::seed_from_u64(clip_seed);
-        let params = SwingParams::random(&mut rng, format.width, format.height, format.seconds);
-        let look = Look::random(&mut rng, format.width);
+        let (params, look) = clip(clip_seed, format);
         let path = out.join(format!("swing-{seed}-{k}.mp4"));
         let fps = f64::from(format.fps);
         let frames = (format.seconds * fps).round() as u64;

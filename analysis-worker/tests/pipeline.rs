@@ -1,17 +1,21 @@
 //! Decoding and the motion pass on real H.264 files written by `synth`
 //! (and re-muxed by the ffmpeg CLI for rotation and variable frame rate).
 
+use std::cell::RefCell;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::rc::Rc;
 
 use golftracker_results_db::SwingEvents;
 use golftracker_worker::analyze::{Options, analyze_video};
 use golftracker_worker::decode::{Limits, VideoReader, rotate_rgb};
 use golftracker_worker::frame::Frame;
+use golftracker_worker::golfer::SwingParams;
 use golftracker_worker::motion::MotionPass;
+use golftracker_worker::pose::{Joint, Pose, PoseError, PoseEstimator, Region};
 use golftracker_worker::swing::correct_events;
-use golftracker_worker::synth::{ClipFormat, write_clips};
+use golftracker_worker::synth::{ClipFormat, drawn_swing, write_clips};
 use golftracker_worker::{Error, pose};
 
 fn clip(dir: &Path, seed: u64) -> PathBuf {
@@ -202,11 +206,73 @@ fn limits_are_enforced_with_clear_errors() {
     );
 }
 
-/// Clips that once ended in NoSwingFound: a golfer small in a frame whose
-/// shaking background the motion region took in whole (the detector then saw
-/// the golfer too small), and a wrist the model misplaced on the way down
-/// that stopped the search for impact. The whole pipeline with the real pose
-/// model must find the swing, and impact where it is.
+/// What the pose model found at each frame time.
+type Found = Vec<(f64, Option<Pose>)>;
+
+/// The pose model as `analyze_video` runs it, keeping what it found in each
+/// frame so that the test can hold it against the drawn golfer.
+struct Recorded {
+    model: Box<dyn PoseEstimator>,
+    found: Rc<RefCell<Found>>,
+}
+
+impl PoseEstimator for Recorded {
+    fn estimate(&mut self, frame: &Frame, hint: Option<Region>) -> Result<Option<Pose>, PoseError> {
+        let pose = self.model.estimate(frame, hint)?;
+        self.found.borrow_mut().push((frame.time_s, pose.clone()));
+        Ok(pose)
+    }
+
+    fn model_id(&self) -> &str {
+        self.model.model_id()
+    }
+}
+
+/// What the pose model made of one synthetic clip.
+#[derive(Debug)]
+struct PoseQuality {
+    /// Fraction of the analysed frames with a person.
+    person: f64,
+    /// Median distance (m) of the found hands (the wrists' midpoint, whichever
+    /// way round the model labelled them) from the drawn ones.
+    hands_m: f64,
+}
+
+fn pose_quality(found: &Found, swing: &SwingParams) -> PoseQuality {
+    let mut errors: Vec<f64> = found
+        .iter()
+        .filter_map(|(time_s, pose)| {
+            let pose = pose.as_ref()?;
+            let drawn = swing.skeleton_at(*time_s);
+            let midpoint = |a: (f64, f64), b: (f64, f64)| ((a.0 + b.0) / 2.0, (a.1 + b.1) / 2.0);
+            let wrist = |j: Joint| {
+                let k = pose.joint(j);
+                (f64::from(k.x), f64::from(k.y))
+            };
+            let found = midpoint(wrist(Joint::LeftWrist), wrist(Joint::RightWrist));
+            let drawn = midpoint(
+                drawn.joint(Joint::LeftWrist),
+                drawn.joint(Joint::RightWrist),
+            );
+            Some((found.0 - drawn.0).hypot(found.1 - drawn.1) / swing.scale_px)
+        })
+        .collect();
+    let person = errors.len() as f64 / found.len().max(1) as f64;
+    errors.sort_by(f64::total_cmp);
+    PoseQuality {
+        person,
+        hands_m: errors
+            .get(errors.len() / 2)
+            .copied()
+            .unwrap_or(f64::INFINITY),
+    }
+}
+
+/// The whole pipeline with the real pose model on synthetic clips, face-on
+/// and down the line: the model finds the golfer in nearly every frame and
+/// the hands where they are drawn, and the swing logic the events. (Seeds 5
+/// and 7 once had a person in only 63 % of the frames, a hair above the
+/// swing logic's 60 %, when the golfer was drawn as a stick figure.)
 #[test]
 fn synthetic_clips_through_the_pose_model_find_the_swing() {
     let weights = pose::default_weights().expect("HOME is set");
@@ -217,22 +283,45 @@ fn synthetic_clips_through_the_pose_model_find_the_swing() {
         fps: 30,
         seconds: 4.0,
     };
+    let seeds = [1, 5, 7, 8, 9];
     let mut correct = 0;
-    for seed in [1, 5, 7, 8] {
+    let mut seen = Vec::new();
+    for seed in seeds {
         let path = write_clips(dir.path(), seed, 1, format).unwrap().remove(0);
         let truth: serde_json::Value =
             serde_json::from_slice(&std::fs::read(path.with_extension("json")).unwrap()).unwrap();
+        let swing = drawn_swing(truth["seed"].as_u64().unwrap(), format);
         let truth: SwingEvents = serde_json::from_value(truth["events"].clone()).unwrap();
-        let load = || Ok(pose::load_estimator(&weights)?);
-        let found = analyze_video(&path, load, Options::default())
+        let found = Rc::new(RefCell::new(Vec::new()));
+        let load = || -> Result<Box<dyn PoseEstimator>, Error> {
+            Ok(Box::new(Recorded {
+                model: pose::load_estimator(&weights)?,
+                found: found.clone(),
+            }))
+        };
+        let events = analyze_video(&path, load, Options::default())
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"))
             .report
             .events;
-        let ok = correct_events(&found, &truth);
-        assert!(ok[5], "seed {seed}: impact off: {found:?} vs {truth:?}");
+        let quality = pose_quality(&found.borrow(), &swing);
+        let ok = correct_events(&events, &truth);
         correct += ok.iter().filter(|ok| **ok).count();
+        let ok = ok.map(u8::from);
+        assert!(
+            quality.person >= 0.9 && quality.hands_m <= 0.15 && ok[5] == 1,
+            "seed {seed}: {quality:?}, events correct {ok:?} (impact found at {:?}, \
+             drawn at {:?}); earlier seeds: {seen:?}",
+            events.impact,
+            truth.impact
+        );
+        seen.push((seed, quality, ok));
     }
-    // Events within GolfDB's one-frame tolerance (the slow starts and ends of
-    // address and finish are the hardest to place on real pose output).
-    assert!(correct >= 4 * 8 / 2, "{correct} of 32 events correct");
+    // Events within GolfDB's one-frame tolerance: 32 of 40 at the time of
+    // writing (address and finish, slow starts and ends, are the hardest to
+    // place on real pose output, and flip with the last bits of the kernels).
+    assert!(
+        correct >= seeds.len() * 8 * 2 / 3,
+        "{correct} of {} events correct: {seen:?}",
+        seeds.len() * 8
+    );
 }
