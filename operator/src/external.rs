@@ -2,7 +2,7 @@
 //! the stack's spec and the Secrets it references. Secret values stay in memory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_s3::config::{Credentials, Region};
 use golftracker_crds::stack::GolfTrackerStack;
@@ -135,44 +135,79 @@ async fn build_s3_client(
 /// Secret (resourceVersion) are unchanged: a client owns a connection pool and TLS
 /// set-up, and building one per reconcile dominated the operator's time and memory
 /// with many analyses.
-#[derive(Default)]
 pub struct S3Clients {
-    clients: Mutex<HashMap<String, (String, aws_sdk_s3::Client)>>,
+    clients: Mutex<HashMap<String, CachedS3Client>>,
+    /// How long a client is used before its credentials Secret is read again.
+    recheck: Duration,
+}
+
+struct CachedS3Client {
+    /// Storage settings and the credentials Secret's resourceVersion it was built for.
+    settings: String,
+    secret_version: Option<String>,
+    checked: Instant,
+    client: aws_sdk_s3::Client,
 }
 
 impl S3Clients {
+    /// Reads the credentials Secret on every use: for the stack controller, which
+    /// reports a missing or broken Secret.
+    pub fn checking_each_use() -> Self {
+        Self::rechecking_after(Duration::ZERO)
+    }
+
+    /// Reads the credentials Secret again only after `recheck`: admission checks
+    /// every analysis' video, and a Secret read per analysis was one API request in
+    /// four of the analysis controller's. A rotated Secret is picked up within `recheck`.
+    pub fn rechecking_after(recheck: Duration) -> Self {
+        Self {
+            clients: Mutex::default(),
+            recheck,
+        }
+    }
+
     pub async fn get(
         &self,
         client: &Client,
         stack: &GolfTrackerStack,
     ) -> Result<aws_sdk_s3::Client> {
-        let credentials = s3_credentials(client, stack).await?;
         let storage = &stack.spec.storage;
-        let fingerprint = format!(
-            "{:?}|{}|{}|{}",
-            storage.endpoint,
-            storage.region,
-            storage.force_path_style,
-            credentials
-                .as_ref()
-                .map(|(v, _)| v.as_str())
-                .unwrap_or("default-chain"),
+        let settings = format!(
+            "{:?}|{}|{}|{:?}",
+            storage.endpoint, storage.region, storage.force_path_style, storage.credentials_secret,
         );
         let key = format!(
             "{}/{}",
             stack.namespace().unwrap_or_default(),
             stack.name_any()
         );
-        if let Some((cached, s3)) = self.clients.lock().await.get(&key)
-            && *cached == fingerprint
+        if let Some(cached) = self.clients.lock().await.get(&key)
+            && cached.settings == settings
+            && cached.checked.elapsed() < self.recheck
         {
-            return Ok(s3.clone());
+            return Ok(cached.client.clone());
         }
+        let credentials = s3_credentials(client, stack).await?;
+        let secret_version = credentials.as_ref().map(|(v, _)| v.clone());
+        let mut clients = self.clients.lock().await;
+        if let Some(cached) = clients.get_mut(&key)
+            && cached.settings == settings
+            && cached.secret_version == secret_version
+        {
+            cached.checked = Instant::now();
+            return Ok(cached.client.clone());
+        }
+        drop(clients);
         let s3 = build_s3_client(stack, credentials.map(|(_, c)| c)).await;
-        self.clients
-            .lock()
-            .await
-            .insert(key, (fingerprint, s3.clone()));
+        self.clients.lock().await.insert(
+            key,
+            CachedS3Client {
+                settings,
+                secret_version,
+                checked: Instant::now(),
+                client: s3.clone(),
+            },
+        );
         Ok(s3)
     }
 }

@@ -131,6 +131,7 @@ fn requests_by_kind(metrics: &str) -> std::collections::BTreeMap<String, f64> {
             "events",
             "golftrackerstacks",
             "leases",
+            "secrets",
         ]
         .contains(&resource.as_str())
         {

@@ -46,6 +46,9 @@ pub const FIELD_MANAGER: &str = "golftracker-operator";
 /// Finalizer that erases an analysis' data before the object goes (retention Erase).
 pub const FINALIZER: &str = "golftracker.io/erase";
 const CONTROLLER: &str = "swinganalysis";
+/// How long admission uses a stack's S3 client before reading its credentials
+/// Secret again.
+const S3_CREDENTIALS_RECHECK: Duration = Duration::from_secs(30);
 
 /// Shared state of the SwingAnalysis controller.
 pub struct Context {
@@ -813,7 +816,7 @@ pub async fn run(
         metrics,
         events,
         databases: DatabasePools::default(),
-        s3: S3Clients::default(),
+        s3: S3Clients::rechecking_after(S3_CREDENTIALS_RECHECK),
         admission: Mutex::new(HashMap::new()),
         wake,
         listed: listed.clone(),

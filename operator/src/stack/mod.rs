@@ -368,7 +368,7 @@ pub async fn run(
         metrics,
         events,
         databases: DatabasePools::default(),
-        s3: S3Clients::default(),
+        s3: S3Clients::checking_each_use(),
         vault_sa_token,
         vault_logins: Default::default(),
     });
