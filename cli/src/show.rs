@@ -190,7 +190,7 @@ pub fn phase(a: &SwingAnalysis) -> &'static str {
 }
 
 fn result(a: &SwingAnalysis) -> Option<&AnalysisResult> {
-    a.status.as_ref().and_then(|s| s.result.as_ref())
+    a.status.as_ref().and_then(|s| s.result.as_deref())
 }
 
 fn number(value: Option<f64>, decimals: usize, unit: &str) -> String {

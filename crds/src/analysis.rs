@@ -220,8 +220,10 @@ pub struct SwingAnalysisStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// The result, once Succeeded.
+    // Boxed: the operator caches every analysis, and inline it would take ~400
+    // bytes in each one, finished or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<AnalysisResult>,
+    pub result: Option<Box<AnalysisResult>>,
 }
 
 /// Summary of the worker's report.

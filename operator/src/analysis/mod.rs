@@ -509,7 +509,7 @@ async fn observe_job(
                 &format!("{report_prefix}report.json"),
                 Some(format!("{report_prefix}report.png")),
             );
-            status.result = Some(result);
+            status.result = Some(Box::new(result));
             status.phase = Phase::Succeeded;
             status.completion_time = completion_time.or_else(|| Some(Time(now())));
             if let (Some(start), Some(end)) = (&status.start_time, &status.completion_time) {
