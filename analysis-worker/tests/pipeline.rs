@@ -104,6 +104,72 @@ fn synthetic_clip_decodes_and_the_motion_pass_finds_the_swing() {
     assert!(region.width > 40.0 && region.height > 60.0, "{region:?}");
 }
 
+/// The swing window of the clip at `path`, from its frames at the size the
+/// worker's motion pass uses for a 16:9 clip.
+fn swing_window(path: &Path) -> Option<(f64, f64)> {
+    let mut motion = MotionPass::new(160, 90);
+    for frame in frames(path, 160, 90) {
+        motion.push(&frame).unwrap();
+    }
+    motion.finish().unwrap().swing_window()
+}
+
+/// Where the swing fills half of a 4 s clip (seeds 2 and 6) or most of a
+/// 2.5 s one, the motion pass still finds it: its noise estimate comes from
+/// the quietest frames, not from a median inside the swing (which rejected
+/// seeds 2 and 6 at 640x360).
+#[test]
+fn the_motion_pass_finds_a_swing_that_fills_most_of_the_clip() {
+    let dir = tempfile::tempdir().unwrap();
+    for (seed, seconds) in [(2, 4.0), (6, 4.0), (12, 2.5)] {
+        let format = ClipFormat {
+            width: 640,
+            height: 360,
+            fps: 30,
+            seconds,
+        };
+        let path = write_clips(dir.path(), seed, 1, format).unwrap().remove(0);
+        let truth: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path.with_extension("json")).unwrap()).unwrap();
+        let (start, end) = swing_window(&path)
+            .unwrap_or_else(|| panic!("seed {seed}, {seconds} s: no swing found"));
+        let event_time = |e: &str| truth["events"][e]["time_s"].as_f64().unwrap();
+        assert!(
+            start <= event_time("address") && end >= event_time("impact"),
+            "seed {seed}, {seconds} s: window {start}-{end} s: {truth}"
+        );
+    }
+}
+
+/// A still picture with sensor noise, encoded as a phone would, is no swing.
+#[test]
+fn a_still_noisy_clip_has_no_swing() {
+    let dir = tempfile::tempdir().unwrap();
+    let format = ClipFormat {
+        width: 640,
+        height: 360,
+        fps: 30,
+        seconds: 1.0,
+    };
+    let path = write_clips(dir.path(), 3, 1, format).unwrap().remove(0);
+    let still = dir.path().join("still.mp4");
+    // The first frame held for 4 s, with fresh noise in every frame.
+    ffmpeg(&[
+        "-i",
+        path.to_str().unwrap(),
+        "-vf",
+        "trim=end_frame=1,loop=119:1:0,setpts=N/30/TB,noise=alls=8:allf=t",
+        "-frames:v",
+        "120",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        still.to_str().unwrap(),
+    ]);
+    assert_eq!(swing_window(&still), None);
+}
+
 #[test]
 fn rotation_metadata_is_honoured() {
     let dir = tempfile::tempdir().unwrap();
