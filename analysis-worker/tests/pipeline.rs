@@ -28,6 +28,18 @@ fn clip(dir: &Path, seed: u64) -> PathBuf {
     write_clips(dir, seed, 1, format).unwrap().remove(0)
 }
 
+/// A 640x360 30 fps clip of `seconds`, the shape of a phone video at the
+/// motion pass's 16:9 size.
+fn wide_clip(dir: &Path, seed: u64, seconds: f64) -> PathBuf {
+    let format = ClipFormat {
+        width: 640,
+        height: 360,
+        fps: 30,
+        seconds,
+    };
+    write_clips(dir, seed, 1, format).unwrap().remove(0)
+}
+
 fn frames(path: &Path, width: u32, height: u32) -> Vec<Frame> {
     let mut frames = Vec::new();
     VideoReader::open(path, Limits::default())
@@ -122,13 +134,7 @@ fn swing_window(path: &Path) -> Option<(f64, f64)> {
 fn the_motion_pass_finds_a_swing_that_fills_most_of_the_clip() {
     let dir = tempfile::tempdir().unwrap();
     for (seed, seconds) in [(2, 4.0), (6, 4.0), (12, 2.5)] {
-        let format = ClipFormat {
-            width: 640,
-            height: 360,
-            fps: 30,
-            seconds,
-        };
-        let path = write_clips(dir.path(), seed, 1, format).unwrap().remove(0);
+        let path = wide_clip(dir.path(), seed, seconds);
         let truth: serde_json::Value =
             serde_json::from_slice(&std::fs::read(path.with_extension("json")).unwrap()).unwrap();
         let (start, end) = swing_window(&path)
@@ -145,13 +151,7 @@ fn the_motion_pass_finds_a_swing_that_fills_most_of_the_clip() {
 #[test]
 fn a_still_noisy_clip_has_no_swing() {
     let dir = tempfile::tempdir().unwrap();
-    let format = ClipFormat {
-        width: 640,
-        height: 360,
-        fps: 30,
-        seconds: 1.0,
-    };
-    let path = write_clips(dir.path(), 3, 1, format).unwrap().remove(0);
+    let path = wide_clip(dir.path(), 3, 1.0);
     let still = dir.path().join("still.mp4");
     // The first frame held for 4 s, with fresh noise in every frame.
     ffmpeg(&[
