@@ -3,11 +3,10 @@
 
 use golftracker_crds::analysis::{AnalysisResult, Recommendation, SwingEvent, SwingEvents};
 use golftracker_results_db::{EventMark, Report};
-
 use k8s_openapi::api::batch::v1::JobStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::cache::CachedJob;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// What a worker Job is doing.
 #[derive(Debug, Clone, PartialEq)]
