@@ -341,6 +341,12 @@ impl LocalCluster {
             .ok_or(Error::NotStarted("PostgreSQL"))
     }
 
+    /// The running servers (name, process id, log), in start order: a benchmark reads
+    /// their CPU time from /proc.
+    pub fn servers(&self) -> impl Iterator<Item = &ServerRecord> {
+        self.servers.iter().map(|s| &s.record)
+    }
+
     /// Stops one server (`minio`, `postgres` or `vault`) to test an outage; its port
     /// refuses connections until [`Self::restart_server`].
     pub fn stop_server(&mut self, name: &str) -> Result<(), Error> {
