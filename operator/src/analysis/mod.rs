@@ -102,6 +102,17 @@ impl CachesListed {
     }
 }
 
+/// Server-side apply as this controller, forced (it alone owns these fields), without
+/// the API server's field validation. Both patches of the hot path (the Job, the
+/// status) are serialised from typed structs (k8s-openapi's Job, the CRD's own status
+/// type), so they cannot carry unknown or duplicate fields; under the default (`Warn`)
+/// the API server parses every apply patch a second time only to look for them.
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER)
+        .force()
+        .validation_ignore()
+}
+
 fn stack_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
@@ -224,12 +235,8 @@ async fn update_status(
         "kind": "SwingAnalysis",
         "status": status,
     });
-    api.patch_status(
-        &analysis.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    api.patch_status(&analysis.name_any(), &apply_params(), &Patch::Apply(&patch))
+        .await?;
     if old.phase != status.phase {
         let note = status
             .conditions
@@ -680,11 +687,7 @@ async fn admit(
                 return Ok(Action::requeue(Duration::from_secs(60)));
             }
             let applied = Api::<Job>::namespaced(ctx.client.clone(), namespace)
-                .patch(
-                    &name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&job),
-                )
+                .patch(&name, &apply_params(), &Patch::Apply(&job))
                 .await;
             if let Err(e) = applied {
                 release().await;
