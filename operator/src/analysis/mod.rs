@@ -630,7 +630,7 @@ async fn admit(
         &name,
         stack.spec.worker.max_concurrent_jobs,
         active,
-        &mut waiting,
+        &waiting,
     );
     ctx.metrics
         .queue_depth

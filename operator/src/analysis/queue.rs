@@ -2,6 +2,8 @@
 //! unfinished Job; the rest wait, served by priority (higher first), then creation
 //! time, then name (a total order, so every replica computes the same queue).
 
+use std::cmp::Ordering;
+
 use k8s_openapi::jiff::Timestamp;
 
 /// An analysis that wants a Job and has none yet (borrowed from the cache: admission
@@ -22,32 +24,45 @@ pub enum Admission {
     Queued { position: i32 },
 }
 
+impl Waiting<'_> {
+    /// Service order: higher priority first, then older, then by name.
+    fn service_cmp(&self, other: &Self) -> Ordering {
+        other
+            .priority
+            .cmp(&self.priority)
+            .then_with(|| self.created.cmp(&other.created))
+            .then_with(|| self.name.cmp(other.name))
+    }
+}
+
 /// Sorts waiting analyses into service order.
 pub fn service_order(waiting: &mut [Waiting<'_>]) {
-    waiting.sort_by(|a, b| {
-        b.priority
-            .cmp(&a.priority)
-            .then_with(|| a.created.cmp(&b.created))
-            .then_with(|| a.name.cmp(b.name))
-    });
+    waiting.sort_by(Waiting::service_cmp);
 }
 
 /// Decides for `name` given the stack's limit, its unfinished Jobs and all waiting
 /// analyses (any order). `None` when `name` is not among the waiting.
+///
+/// Counts who is ahead instead of sorting: admission runs once per analysis over
+/// the whole queue, and a sort each time made a burst of n analyses cost
+/// O(n² log n).
 pub fn admission(
     name: &str,
     limit: i32,
     active_jobs: usize,
-    waiting: &mut [Waiting<'_>],
+    waiting: &[Waiting<'_>],
 ) -> Option<Admission> {
-    service_order(waiting);
-    let index = waiting.iter().position(|w| w.name == name)?;
+    let me = waiting.iter().find(|w| w.name == name)?;
+    let ahead = waiting
+        .iter()
+        .filter(|w| w.service_cmp(me) == Ordering::Less)
+        .count();
     let free = (limit.max(0) as usize).saturating_sub(active_jobs);
-    Some(if index < free {
+    Some(if ahead < free {
         Admission::Admit
     } else {
         Admission::Queued {
-            position: (index - free + 1) as i32,
+            position: (ahead - free + 1) as i32,
         }
     })
 }
@@ -79,21 +94,22 @@ mod tests {
 
     #[test]
     fn admits_only_into_free_slots() {
-        let mut waiting = vec![w("a", 0, 1), w("b", 0, 2), w("c", 0, 3), w("d", 0, 4)];
-        assert_eq!(admission("a", 3, 1, &mut waiting), Some(Admission::Admit));
-        assert_eq!(admission("b", 3, 1, &mut waiting), Some(Admission::Admit));
+        // Not in service order: admission must not depend on the order it is given.
+        let waiting = vec![w("d", 0, 4), w("b", 0, 2), w("a", 0, 1), w("c", 0, 3)];
+        assert_eq!(admission("a", 3, 1, &waiting), Some(Admission::Admit));
+        assert_eq!(admission("b", 3, 1, &waiting), Some(Admission::Admit));
         assert_eq!(
-            admission("c", 3, 1, &mut waiting),
+            admission("c", 3, 1, &waiting),
             Some(Admission::Queued { position: 1 })
         );
         assert_eq!(
-            admission("d", 3, 1, &mut waiting),
+            admission("d", 3, 1, &waiting),
             Some(Admission::Queued { position: 2 })
         );
         assert_eq!(
-            admission("d", 3, 5, &mut waiting),
+            admission("d", 3, 5, &waiting),
             Some(Admission::Queued { position: 4 })
         );
-        assert_eq!(admission("zzz", 3, 0, &mut waiting), None);
+        assert_eq!(admission("zzz", 3, 0, &waiting), None);
     }
 }
