@@ -5,9 +5,9 @@
 //! documented in `xtask/src/models.rs`). Activations are candle tensors in
 //! NHWC; 1×1 convolutions are matmuls (bias fused), k×k ones im2col + matmul, depthwise
 //! convolutions and the other spatial ops the kernels in [`super::kernels`],
-//! an explicit PAD feeding a VALID convolution is folded into it, a
-//! residual ADD into the projection convolution before it, and a 1×1
-//! convolution that reads a bilinear upsampling runs before it instead.
+//! an explicit PAD read only by VALID convolutions is folded into them, a
+//! residual ADD into the projection convolution (or upsampling) before it,
+//! and a 1×1 convolution that reads a bilinear upsampling runs before it instead.
 
 use std::collections::{HashMap, HashSet};
 
@@ -149,11 +149,14 @@ enum Layer {
         axis: usize,
         activation: Activation,
     },
-    /// With the activation of a 1×1 convolution moved in front of it.
+    /// With the activation of a 1×1 convolution moved in front of it; with
+    /// `residual`, the node's second input is added after the activation
+    /// (an ADD without activation after it, fused).
     Resize {
         align_corners: bool,
         half_pixel_centers: bool,
         activation: Activation,
+        residual: bool,
     },
     DepthToSpace {
         block: usize,
@@ -239,13 +242,6 @@ impl Graph {
             }
         }
 
-        let consumers = |id: usize| {
-            spec.ops
-                .iter()
-                .zip(&keep)
-                .filter(|(op, kept)| **kept && op.inputs.contains(&id))
-                .count()
-        };
         let mut folded_pads: HashMap<usize, (usize, [usize; 2])> = HashMap::new();
         let mut nodes = Vec::new();
         for (op, _) in spec.ops.iter().zip(&keep).filter(|(_, kept)| **kept) {
@@ -352,17 +348,27 @@ impl Graph {
                     align_corners: *align_corners,
                     half_pixel_centers: *half_pixel_centers,
                     activation: Activation::None,
+                    residual: false,
                 },
                 OpKind::DepthToSpace { block_size } => Layer::DepthToSpace { block: *block_size },
                 OpKind::Pad { pads } => {
                     let spatial_only =
                         pads.len() == 8 && pads[0..2] == [0, 0] && pads[6..8] == [0, 0];
+                    // Every reader a VALID convolution of it (the detector's
+                    // heads read one padded tensor in pairs).
+                    let readers: Vec<&OpSpec> = spec
+                        .ops
+                        .iter()
+                        .zip(&keep)
+                        .filter(|(next, kept)| **kept && next.inputs.contains(&op.output))
+                        .map(|(next, _)| next)
+                        .collect();
                     let foldable = spatial_only
-                        && consumers(op.output) == 1
+                        && !readers.is_empty()
                         && !outputs.iter().any(|(_, id)| *id == op.output)
-                        && spec.ops.iter().zip(&keep).any(|(next, kept)| {
-                            *kept
-                                && next.inputs.first() == Some(&op.output)
+                        && readers.iter().all(|next| {
+                            next.inputs.first() == Some(&op.output)
+                                && next.inputs.iter().filter(|&&id| id == op.output).count() == 1
                                 && matches!(
                                     next.kind,
                                     OpKind::Conv2d {
@@ -501,10 +507,11 @@ fn convolve_before_resizing(nodes: &mut [Node], outputs: &[(String, usize)]) {
     }
 }
 
-/// Folds each ADD into the convolution producing one of its operands when
-/// that convolution has no activation of its own, the ADD is its only reader
-/// and the other operand is already computed when it runs: the convolution's
-/// output then starts from the skip tensor instead of taking another pass.
+/// Folds each ADD into the convolution (or bilinear resize) producing one of
+/// its operands when that convolution has no activation of its own (that
+/// ADD none), the ADD is its only reader and the other operand is already
+/// computed when it runs: the node adds the skip tensor as it writes its
+/// output instead of another pass.
 fn fuse_residual_adds(nodes: &mut Vec<Node>, outputs: &[(String, usize)]) {
     let mut index = 0;
     while index < nodes.len() {
@@ -519,15 +526,21 @@ fn fuse_residual_adds(nodes: &mut Vec<Node>, outputs: &[(String, usize)]) {
                         let skip = nodes[index].inputs[1 - side];
                         let readers = nodes.iter().filter(|n| n.inputs.contains(&id)).count();
                         let skip_ready = !nodes[producer..index].iter().any(|n| n.output == skip);
-                        let plain_conv = matches!(
-                            nodes[producer].layer,
+                        // The activations stay in order: a convolution's
+                        // is none (the ADD's applies after the skip), an
+                        // upsampling's applies before the ADD, which has none.
+                        let fusable_producer = match nodes[producer].layer {
                             Layer::Conv {
                                 activation: Activation::None,
                                 residual: false,
                                 ..
-                            }
-                        );
-                        (plain_conv
+                            } => true,
+                            Layer::Resize {
+                                residual: false, ..
+                            } => activation == Activation::None,
+                            _ => false,
+                        };
+                        (fusable_producer
                             && readers == 1
                             && skip_ready
                             && !outputs.iter().any(|(_, o)| *o == id))
@@ -541,18 +554,21 @@ fn fuse_residual_adds(nodes: &mut Vec<Node>, outputs: &[(String, usize)]) {
             continue;
         };
         let add = nodes.remove(index);
-        let conv = &mut nodes[producer];
-        if let Layer::Conv {
-            activation,
-            residual,
-            ..
-        } = &mut conv.layer
-        {
-            *activation = add_activation;
-            *residual = true;
+        let fused = &mut nodes[producer];
+        match &mut fused.layer {
+            Layer::Conv {
+                activation,
+                residual,
+                ..
+            } => {
+                *activation = add_activation;
+                *residual = true;
+            }
+            Layer::Resize { residual, .. } => *residual = true,
+            _ => {}
         }
-        conv.inputs.push(skip);
-        conv.output = add.output;
+        fused.inputs.push(skip);
+        fused.output = add.output;
     }
 }
 
@@ -566,7 +582,9 @@ fn square_stride(stride: &[usize; 2]) -> Result<(), PoseError> {
 
 fn expected_inputs(layer: &Layer, given: usize) -> usize {
     match layer {
-        Layer::Add { .. } | Layer::Conv { residual: true, .. } => 2,
+        Layer::Add { .. }
+        | Layer::Conv { residual: true, .. }
+        | Layer::Resize { residual: true, .. } => 2,
         Layer::Concat { .. } => given.max(1),
         _ => 1,
     }
@@ -704,18 +722,27 @@ impl Node {
                 align_corners,
                 half_pixel_centers,
                 activation,
+                residual,
             } => {
                 let (input, output) = (hwc(x.dims())?, hwc(&self.shape)?);
-                let out = with_data(x, |data| {
+                let resize = |data: &[f32], skip: Option<&[f32]>| {
                     kernels::resize_bilinear(
                         data,
                         input,
                         output,
                         *align_corners,
                         *half_pixel_centers,
+                        skip,
                         *activation,
                     )
-                })?;
+                };
+                let out = if *residual {
+                    with_data(args[1], |skip| {
+                        with_data(x, |data| resize(data, Some(skip)))
+                    })??
+                } else {
+                    with_data(x, |data| resize(data, None))?
+                };
                 nhwc(out, output)
             }
             Layer::DepthToSpace { block } => {

@@ -84,6 +84,18 @@ const PARALLEL_MATMUL_MACS: usize = 1 << 19;
 /// up to 1152 channels; a block of channels reads only its share of it.
 const MIN_PARALLEL_PIXELS: usize = 128;
 
+/// Row-parallel kernels give each task at least this much work (taps, or
+/// values copied): waking another thread and joining it costs more than
+/// smaller tasks take, as in the late layers' few small rows.
+const MIN_TASK_WORK: usize = 1 << 17;
+
+/// Rows per task for `rows` rows of `work` each: as many equal tasks as
+/// the work allows, at least one.
+fn rows_per_task(rows: usize, work: usize) -> usize {
+    let tasks = (rows * work / MIN_TASK_WORK).clamp(1, rows.max(1));
+    rows.div_ceil(tasks).max(1)
+}
+
 /// Output channels of a block are a multiple of this (one AVX-512 register).
 const CHANNEL_BLOCK: usize = 16;
 
@@ -380,10 +392,12 @@ fn sliding_window(
 ) -> Vec<f32> {
     assert_eq!(input.len(), shape.elements(), "input shape");
     let zeros = vec![0.0; shape.c];
+    let taps = out_shape.w * out_shape.c * window.kh * window.kw;
     let mut out: Vec<f32> = Vec::with_capacity(out_shape.elements());
     out.spare_capacity_mut()[..out_shape.elements()]
         .par_chunks_mut(out_shape.w * out_shape.c)
         .enumerate()
+        .with_min_len(rows_per_task(out_shape.h, taps))
         .for_each_init(Vec::new, |sources, (oy, row)| {
             vectorized(
                 #[inline(always)]
@@ -616,6 +630,7 @@ pub fn im2col(input: &[f32], shape: Hwc, window: Window, out_shape: Hwc) -> Vec<
     let mut out = vec![0.0; out_shape.h * out_shape.w * patch];
     out.par_chunks_mut(out_shape.w * patch)
         .enumerate()
+        .with_min_len(rows_per_task(out_shape.h, out_shape.w * patch))
         .for_each(|(oy, row)| {
             for (ox, columns) in row.chunks_exact_mut(patch).enumerate() {
                 for ky in 0..window.kh {
@@ -646,8 +661,10 @@ pub fn max_pool(
 ) -> Vec<f32> {
     let c = shape.c;
     let mut out = vec![f32::NEG_INFINITY; out_shape.elements()];
+    let taps = out_shape.w * c * window.kh * window.kw;
     out.par_chunks_mut(out_shape.w * c)
         .enumerate()
+        .with_min_len(rows_per_task(out_shape.h, taps))
         .for_each(|(oy, row)| {
             for (ox, pixel) in row.chunks_exact_mut(c).enumerate() {
                 for ky in 0..window.kh {
@@ -684,15 +701,21 @@ fn bilinear_source(o: usize, scale: f32, half_pixel: bool, size: usize) -> (usiz
 }
 
 /// TFLite RESIZE_BILINEAR, then `activation` (that of a 1×1 convolution
-/// moved in front of it) on each row while it is in cache.
+/// moved in front of it), then plus `skip` (shaped like the output: an ADD
+/// without activation that reads it, fused), on each row while it is in cache.
 pub fn resize_bilinear(
     input: &[f32],
     shape: Hwc,
     out_shape: Hwc,
     align_corners: bool,
     half_pixel: bool,
+    skip: Option<&[f32]>,
     activation: Activation,
 ) -> Vec<f32> {
+    assert!(
+        skip.is_none_or(|s| s.len() == out_shape.elements()),
+        "skip shape"
+    );
     let scale = |inp: usize, out: usize| {
         if align_corners && out > 1 {
             (inp - 1) as f32 / (out - 1) as f32
@@ -708,6 +731,7 @@ pub fn resize_bilinear(
     let mut out = vec![0.0; out_shape.elements()];
     out.par_chunks_mut(out_shape.w * c)
         .enumerate()
+        .with_min_len(rows_per_task(out_shape.h, 4 * out_shape.w * c))
         .for_each(|(oy, row)| {
             let (y0, y1, fy) = bilinear_source(oy, sy, half_pixel, shape.h);
             for (pixel, &(x0, x1, fx)) in row.chunks_exact_mut(c).zip(&columns) {
@@ -721,6 +745,10 @@ pub fn resize_bilinear(
                 }
             }
             activation.apply(row);
+            if let Some(skip) = skip {
+                let skip = &skip[oy * row.len()..][..row.len()];
+                row.iter_mut().zip(skip).for_each(|(o, s)| *o += s);
+            }
         });
     out
 }
@@ -728,19 +756,20 @@ pub fn resize_bilinear(
 /// TFLite DEPTH_TO_SPACE (DCR order): channel block `(dy*b + dx)` moves to pixel offset (dy, dx).
 pub fn depth_to_space(input: &[f32], shape: Hwc, block: usize) -> Vec<f32> {
     let out_c = shape.c / (block * block);
-    let out_w = shape.w * block;
     let mut out = vec![0.0; input.len()];
-    for y in 0..shape.h {
-        for x in 0..shape.w {
-            for dy in 0..block {
-                for dx in 0..block {
-                    let from = (y * shape.w + x) * shape.c + (dy * block + dx) * out_c;
-                    let to = ((y * block + dy) * out_w + x * block + dx) * out_c;
-                    out[to..to + out_c].copy_from_slice(&input[from..from + out_c]);
+    // One input row makes `block` output rows.
+    out.par_chunks_mut(shape.w * shape.c)
+        .zip(input.par_chunks(shape.w * shape.c))
+        .with_min_len(rows_per_task(shape.h, shape.w * shape.c))
+        .for_each(|(rows, row)| {
+            for (x, pixel) in row.chunks_exact(shape.c).enumerate() {
+                for (b, values) in pixel.chunks_exact(out_c).enumerate() {
+                    let (dy, dx) = (b / block, b % block);
+                    let to = (dy * shape.w * block + x * block + dx) * out_c;
+                    rows[to..to + out_c].copy_from_slice(values);
                 }
             }
-        }
-    }
+        });
     out
 }
 
@@ -914,6 +943,7 @@ mod tests {
             Hwc { h: 1, w: 4, c: 1 },
             false,
             true,
+            None,
             Activation::None,
         );
         assert_eq!(out, vec![0.0, 1.0, 3.0, 4.0]);
@@ -924,9 +954,21 @@ mod tests {
             Hwc { h: 1, w: 4, c: 1 },
             false,
             true,
+            None,
             Activation::Relu,
         );
         assert_eq!(out, vec![0.0, 0.0, 4.0, 6.0]);
+        // A fused ADD: the skip tensor is added after the activation.
+        let out = resize_bilinear(
+            &[-2.0, 6.0],
+            s,
+            Hwc { h: 1, w: 4, c: 1 },
+            false,
+            true,
+            Some(&[1.0, 1.0, -5.0, 1.0]),
+            Activation::Relu,
+        );
+        assert_eq!(out, vec![1.0, 1.0, -1.0, 7.0]);
     }
 
     #[test]
@@ -960,5 +1002,20 @@ mod tests {
         // Output 2x4x1: row 0 = [a0, a1, b0, b1], row 1 = [a2, a3, b2, b3].
         let out = depth_to_space(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], s, 2);
         assert_eq!(out, vec![1.0, 2.0, 5.0, 6.0, 3.0, 4.0, 7.0, 8.0]);
+        // Several input rows (each its own pair of output rows), 2 channels a block.
+        let (s, block, out_c) = (Hwc { h: 3, w: 2, c: 8 }, 2, 2);
+        let input = ramp(s.elements());
+        let out = depth_to_space(&input, s, block);
+        for (y, x, dy, dx, i) in (0..s.h).flat_map(|y| {
+            (0..s.w).flat_map(move |x| {
+                (0..block).flat_map(move |dy| {
+                    (0..block).flat_map(move |dx| (0..out_c).map(move |i| (y, x, dy, dx, i)))
+                })
+            })
+        }) {
+            let to = ((y * block + dy) * s.w * block + x * block + dx) * out_c + i;
+            let from = (y * s.w + x) * s.c + (dy * block + dx) * out_c + i;
+            assert_eq!(out[to], input[from]);
+        }
     }
 }
