@@ -2,8 +2,11 @@
 //! runtime (LiteRT with XNNPACK) on the same CPU, model, input and thread count.
 //! Prints milliseconds per inference and the ratio; not a timed test.
 //!
-//! `cargo run -p golftracker-worker --bin pose-bench [-- MODELS_DIR [RUNS]]`
-//! (MODELS_DIR from `cargo xtask models`; threads from RAYON_NUM_THREADS, default 2).
+//! `cargo run -p golftracker-worker --bin pose-bench [-- MODELS_DIR [RUNS [ROUNDS]]]`
+//! (MODELS_DIR from `cargo xtask models`; threads from RAYON_NUM_THREADS,
+//! default 2). With ROUNDS > 1, candle and LiteRT take turns that many times
+//! and the medians are printed, the ratio as the median of each round's: on
+//! a shared machine the load then changes under both alike.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +23,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .or_else(pose::default_models_dir)
         .ok_or("no models dir: pass one, or set HOME")?;
     let runs: usize = args.next().map(|r| r.parse()).transpose()?.unwrap_or(50);
+    let rounds: usize = args
+        .next()
+        .map(|r| r.parse())
+        .transpose()?
+        .unwrap_or(1usize)
+        .max(1);
     let threads = std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|t| t.parse().ok())
@@ -36,7 +45,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let scratch = std::env::temp_dir().join(format!("pose-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
 
-    println!("pose model per-frame time, {threads} thread(s), {runs} runs (wall / CPU ms)");
+    println!(
+        "pose model per-frame time, {threads} thread(s), {runs} runs, median of {rounds} \
+         alternating round(s) (wall / CPU ms)"
+    );
     for (name, size) in [("landmark", 256), ("detector", 224)] {
         let input = pattern(size)?;
         let run = || -> Result<(), pose::PoseError> {
@@ -49,28 +61,49 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for _ in 0..3 {
             run()?;
         }
-        let (start, start_cpu) = (Instant::now(), process_cpu_ms()?);
-        for _ in 0..runs {
-            run()?;
-        }
-        let candle = (
-            start.elapsed().as_secs_f64() * 1000.0 / runs as f64,
-            (process_cpu_ms()? - start_cpu) / runs as f64,
-        );
         let model_path = dir.join(format!("{name}.tflite"));
-        let litert = litert_ms(&model_path, &input, &scratch, runs, threads)?;
+        let (mut candle_rounds, mut litert_rounds, mut ratios) = (vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            let (start, start_cpu) = (Instant::now(), process_cpu_ms()?);
+            for _ in 0..runs {
+                run()?;
+            }
+            let candle = (
+                start.elapsed().as_secs_f64() * 1000.0 / runs as f64,
+                (process_cpu_ms()? - start_cpu) / runs as f64,
+            );
+            let litert = litert_ms(&model_path, &input, &scratch, runs, threads)?;
+            eprintln!(
+                "{name:>9} round: candle {:6.2} / {:6.2}  LiteRT {:6.2} / {:6.2}",
+                candle.0, candle.1, litert.0, litert.1
+            );
+            candle_rounds.push(candle);
+            litert_rounds.push(litert);
+            ratios.push((candle.0 / litert.0, candle.1 / litert.1));
+        }
+        // The ratio is the median of each round's (its two runs seconds apart).
+        let (candle, litert, ratio) = (
+            medians(&candle_rounds),
+            medians(&litert_rounds),
+            medians(&ratios),
+        );
         println!(
             "{name:>9}: candle {:6.2} / {:6.2}  LiteRT {:6.2} / {:6.2}  candle/LiteRT {:.2} / {:.2}",
-            candle.0,
-            candle.1,
-            litert.0,
-            litert.1,
-            candle.0 / litert.0,
-            candle.1 / litert.1
+            candle.0, candle.1, litert.0, litert.1, ratio.0, ratio.1
         );
     }
     std::fs::remove_dir_all(&scratch)?;
     Ok(())
+}
+
+/// The medians of the rounds' (wall, CPU) pairs (the upper one of an even count).
+fn medians(rounds: &[(f64, f64)]) -> (f64, f64) {
+    let median = |value: fn(&(f64, f64)) -> f64| {
+        let mut values: Vec<f64> = rounds.iter().map(value).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    (median(|r| r.0), median(|r| r.1))
 }
 
 /// CPU time of this process (all threads) in ms, from /proc: on a shared
