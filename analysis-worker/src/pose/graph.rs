@@ -617,6 +617,18 @@ fn with_data<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Re
     Ok(f(&data[start..end]))
 }
 
+/// Runs `f` on the data of `x` and of the `skip` tensor a fused ADD adds, if any.
+fn with_skip<R>(
+    x: &Tensor,
+    skip: Option<&Tensor>,
+    f: impl FnOnce(&[f32], Option<&[f32]>) -> R,
+) -> candle_core::Result<R> {
+    match skip {
+        Some(skip) => with_data(skip, |skip| with_data(x, |data| f(data, Some(skip))))?,
+        None => with_data(x, |data| f(data, None)),
+    }
+}
+
 fn nhwc(data: Vec<f32>, shape: Hwc) -> candle_core::Result<Tensor> {
     Tensor::from_vec(data, (1, shape.h, shape.w, shape.c), &Device::Cpu)
 }
@@ -674,12 +686,7 @@ impl Node {
                         matmul(&kernels::im2col(data, input, win, output), skip)
                     }
                 };
-                let out = if *residual {
-                    with_data(args[1], |skip| with_data(x, |data| conv(data, Some(skip))))??
-                } else {
-                    with_data(x, |data| conv(data, None))?
-                };
-                nhwc(out, output)
+                nhwc(with_skip(x, residual.then(|| args[1]), conv)?, output)
             }
             Layer::Depthwise {
                 weights,
@@ -736,14 +743,7 @@ impl Node {
                         *activation,
                     )
                 };
-                let out = if *residual {
-                    with_data(args[1], |skip| {
-                        with_data(x, |data| resize(data, Some(skip)))
-                    })??
-                } else {
-                    with_data(x, |data| resize(data, None))?
-                };
-                nhwc(out, output)
+                nhwc(with_skip(x, residual.then(|| args[1]), resize)?, output)
             }
             Layer::DepthToSpace { block } => {
                 let input = hwc(x.dims())?;
