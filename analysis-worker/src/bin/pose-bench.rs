@@ -2,21 +2,32 @@
 //! runtime (LiteRT with XNNPACK) on the same CPU, model, input and thread count.
 //! Prints milliseconds per inference and the ratio; not a timed test.
 //!
-//! `cargo run -p golftracker-worker --bin pose-bench [-- MODELS_DIR [RUNS [ROUNDS]]]`
+//! `cargo run -p golftracker-worker --bin pose-bench [-- [--layers] MODELS_DIR [RUNS [ROUNDS]]]`
 //! (MODELS_DIR from `cargo xtask models`; threads from RAYON_NUM_THREADS,
 //! default 2). With ROUNDS > 1, candle and LiteRT take turns that many times
 //! and the medians are printed, the ratio as the median of each round's: on
-//! a shared machine the load then changes under both alike.
+//! a shared machine the load then changes under both alike. `--layers` also
+//! prints each candle op's median time over RUNS runs, and the time by op kind.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use golftracker_worker::pose::{self, blazepose::BlazePose};
+use golftracker_worker::pose::{
+    self,
+    blazepose::{BlazePose, Network},
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let (flags, positional): (Vec<String>, Vec<String>) =
+        std::env::args().skip(1).partition(|a| a.starts_with("--"));
+    let layers = match flags.as_slice() {
+        [] => false,
+        [flag] if flag == "--layers" => true,
+        other => return Err(format!("unknown options {other:?}").into()),
+    };
+    let mut args = positional.into_iter();
     let dir = args
         .next()
         .map(PathBuf::from)
@@ -49,13 +60,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "pose model per-frame time, {threads} thread(s), {runs} runs, median of {rounds} \
          alternating round(s) (wall / CPU ms)"
     );
-    for (name, size) in [("landmark", 256), ("detector", 224)] {
+    for (name, network, size) in [
+        ("landmark", Network::Landmark, 256),
+        ("detector", Network::Detector, 224),
+    ] {
         let input = pattern(size)?;
         let run = || -> Result<(), pose::PoseError> {
-            if name == "landmark" {
-                model.run_landmarks(input.clone()).map(drop)
-            } else {
-                model.run_detector(input.clone()).map(drop)
+            match network {
+                Network::Landmark => model.run_landmarks(input.clone()).map(drop),
+                Network::Detector => model.run_detector(input.clone()).map(drop),
             }
         };
         for _ in 0..3 {
@@ -91,8 +104,55 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{name:>9}: candle {:6.2} / {:6.2}  LiteRT {:6.2} / {:6.2}  candle/LiteRT {:.2} / {:.2}",
             candle.0, candle.1, litert.0, litert.1, ratio.0, ratio.1
         );
+        if layers {
+            print_layers(&model, network, &input, runs)?;
+        }
     }
     std::fs::remove_dir_all(&scratch)?;
+    Ok(())
+}
+
+/// Each op's median time over `runs` profiled runs, in graph order, then
+/// the total by kind (op and window, e.g. `conv 1x1/1`, fused ADDs counted with their op).
+fn print_layers(
+    model: &BlazePose,
+    network: Network,
+    input: &Tensor,
+    runs: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let profiles = (0..runs.max(1))
+        .map(|_| model.profile(network, input.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let median_us = |op: usize| {
+        let mut times: Vec<f64> = profiles
+            .iter()
+            .map(|p| p[op].time.as_secs_f64() * 1e6)
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
+    };
+    let ops: Vec<(&str, f64)> = (0..profiles[0].len())
+        .map(|op| (profiles[0][op].layer.as_str(), median_us(op)))
+        .collect();
+    let total: f64 = ops.iter().map(|(_, us)| us).sum();
+    println!("  per op (median µs, share of their sum {total:.0} µs):");
+    for (layer, us) in &ops {
+        println!("  {us:8.1} {:5.1} %  {layer}", 100.0 * us / total);
+    }
+    let mut kinds: Vec<(&str, f64)> = Vec::new();
+    for (layer, us) in &ops {
+        let kind = layer.split(" [").next().unwrap_or(layer);
+        let kind = kind.strip_suffix(" +add").unwrap_or(kind);
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, sum)) => *sum += us,
+            None => kinds.push((kind, *us)),
+        }
+    }
+    kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("  by kind:");
+    for (kind, us) in kinds {
+        println!("  {us:8.1} {:5.1} %  {kind}", 100.0 * us / total);
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 
 use candle_core::{Device, Tensor};
 
+pub use super::graph::LayerTime;
 use super::graph::{Graph, ModelFile};
 use super::{Keypoint, Pose, PoseError, PoseEstimator, Region};
 use crate::frame::Frame;
@@ -244,6 +245,13 @@ fn coco_pose(landmarks: &BlazePoseLandmarks) -> Pose {
     }
 }
 
+/// The two networks of [`BlazePose`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    Detector,
+    Landmark,
+}
+
 pub struct BlazePose {
     detector: Graph,
     landmark: Graph,
@@ -267,6 +275,18 @@ impl BlazePose {
             model_id: file.id,
             tracked: None,
         })
+    }
+
+    /// Each op's time in one run of `network` on `input` (224×224 for the
+    /// detector, 256×256 for the landmark model).
+    pub fn profile(&self, network: Network, input: Tensor) -> Result<Vec<LayerTime>, PoseError> {
+        let mut times = Vec::new();
+        match network {
+            Network::Detector => &self.detector,
+            Network::Landmark => &self.landmark,
+        }
+        .run_profiled(input, &mut times)?;
+        Ok(times)
     }
 
     /// Raw detector outputs (`[2254 × 12]` boxes, `[2254]` score logits) for a 224×224 input in -1..1.

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use candle_core::Tensor;
 
-use super::blazepose::{BlazePose, RotatedRect, crop};
+use super::blazepose::{BlazePose, Network, RotatedRect, crop};
 use super::{Joint, Keypoint, PoseEstimator};
 use crate::frame::Frame;
 
@@ -111,6 +111,17 @@ fn blazepose_matches_litert_on_a_real_photo() {
     let score_error = max_abs_diff(&scores, &output(&reference, "Identity_1"));
     eprintln!("detector: max |Δ| boxes {box_error:.2e} px, score logits {score_error:.2e}");
     assert!(box_error < 1e-2 && score_error < 1e-2);
+    // `pose-bench --layers` profiles the same graph: one time per op, the
+    // first the 3×3 stem on the 224×224 input.
+    let ops = model
+        .profile(Network::Detector, input.clone())
+        .expect("profile");
+    assert!(ops.len() > 50, "{} ops", ops.len());
+    assert!(
+        ops[0].layer.starts_with("conv 3x3/2 [1, 224, 224, 3]"),
+        "{}",
+        ops[0].layer
+    );
 
     // Landmark model, on the crop the detector's person gives.
     let rect = model

@@ -10,6 +10,7 @@
 //! and a 1×1 convolution that reads a bilinear upsampling runs before it instead.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use candle_core::{CpuStorage, Device, Storage, Tensor};
 use serde::Deserialize;
@@ -427,10 +428,24 @@ impl Graph {
     /// The ops run on a rayon worker, which then takes part in each op's
     /// parallel loop instead of handing it over and waiting for it.
     pub fn run(&self, input: Tensor) -> Result<Vec<Tensor>, PoseError> {
-        rayon::scope(|_| self.run_nodes(input))
+        rayon::scope(|_| self.run_nodes(input, None))
     }
 
-    fn run_nodes(&self, input: Tensor) -> Result<Vec<Tensor>, PoseError> {
+    /// As [`Self::run`], and appends each op's time to `times`: where a
+    /// model's time goes, for `pose-bench --layers`.
+    pub fn run_profiled(
+        &self,
+        input: Tensor,
+        times: &mut Vec<LayerTime>,
+    ) -> Result<Vec<Tensor>, PoseError> {
+        rayon::scope(|_| self.run_nodes(input, Some(times)))
+    }
+
+    fn run_nodes(
+        &self,
+        input: Tensor,
+        mut times: Option<&mut Vec<LayerTime>>,
+    ) -> Result<Vec<Tensor>, PoseError> {
         let mut values: HashMap<usize, Tensor> = HashMap::from([(self.input, input)]);
         for node in &self.nodes {
             let args = node
@@ -442,7 +457,14 @@ impl Graph {
                         .ok_or_else(|| inference_error(format!("tensor {id} not computed")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let start = Instant::now();
             let out = node.forward(&args).map_err(inference_error)?;
+            if let Some(times) = times.as_deref_mut() {
+                times.push(LayerTime {
+                    layer: node.describe(args[0].dims()),
+                    time: start.elapsed(),
+                });
+            }
             for id in &node.release {
                 values.remove(id);
             }
@@ -457,6 +479,13 @@ impl Graph {
             })
             .collect()
     }
+}
+
+/// One op of a profiled run: what it was (with its input and output
+/// shapes) and how long it took.
+pub struct LayerTime {
+    pub layer: String,
+    pub time: Duration,
 }
 
 /// Swaps each bilinear upsampling that only feeds a 1×1 convolution with
@@ -660,6 +689,38 @@ fn activate(tensor: Tensor, activation: Activation) -> candle_core::Result<Tenso
 }
 
 impl Node {
+    /// The op, its fusions and its shapes, e.g. `conv 1x1/1 +add [1, 14, 14, 672] -> [1, 14, 14, 112]`.
+    fn describe(&self, input: &[usize]) -> String {
+        let add = |fused: bool| if fused { " +add" } else { "" };
+        let op = match &self.layer {
+            Layer::Conv {
+                kernel,
+                stride,
+                residual,
+                ..
+            } => format!(
+                "conv {}x{}/{stride}{}",
+                kernel[0],
+                kernel[1],
+                add(*residual)
+            ),
+            Layer::Depthwise { kernel, stride, .. } => {
+                format!("depthwise {}x{}/{stride}", kernel[0], kernel[1])
+            }
+            Layer::MaxPool { kernel, stride, .. } => {
+                format!("max_pool {}x{}/{stride}", kernel[0], kernel[1])
+            }
+            Layer::Add { .. } => "add".into(),
+            Layer::Concat { .. } => "concat".into(),
+            Layer::Resize { residual, .. } => format!("resize{}", add(*residual)),
+            Layer::DepthToSpace { .. } => "depth_to_space".into(),
+            Layer::Pad { .. } => "pad".into(),
+            Layer::Reshape => "reshape".into(),
+            Layer::Logistic => "logistic".into(),
+        };
+        format!("{op} {input:?} -> {:?}", self.shape)
+    }
+
     fn forward(&self, args: &[&Tensor]) -> candle_core::Result<Tensor> {
         let x = args[0];
         match &self.layer {
