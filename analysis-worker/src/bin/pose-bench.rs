@@ -123,14 +123,7 @@ fn print_layers(
     let profiles = (0..runs.max(1))
         .map(|_| model.profile(network, input.clone()))
         .collect::<Result<Vec<_>, _>>()?;
-    let median_us = |op: usize| {
-        let mut times: Vec<f64> = profiles
-            .iter()
-            .map(|p| p[op].time.as_secs_f64() * 1e6)
-            .collect();
-        times.sort_by(f64::total_cmp);
-        times[times.len() / 2]
-    };
+    let median_us = |op: usize| median(profiles.iter().map(|p| p[op].time.as_secs_f64() * 1e6));
     let ops: Vec<(&str, f64)> = (0..profiles[0].len())
         .map(|op| (profiles[0][op].layer.as_str(), median_us(op)))
         .collect();
@@ -156,14 +149,19 @@ fn print_layers(
     Ok(())
 }
 
-/// The medians of the rounds' (wall, CPU) pairs (the upper one of an even count).
+/// The median of non-empty `values` (the upper one of an even count).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The medians of the rounds' (wall, CPU) pairs.
 fn medians(rounds: &[(f64, f64)]) -> (f64, f64) {
-    let median = |value: fn(&(f64, f64)) -> f64| {
-        let mut values: Vec<f64> = rounds.iter().map(value).collect();
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
-    (median(|r| r.0), median(|r| r.1))
+    (
+        median(rounds.iter().map(|r| r.0)),
+        median(rounds.iter().map(|r| r.1)),
+    )
 }
 
 /// CPU time of this process (all threads) in ms, from /proc: on a shared
