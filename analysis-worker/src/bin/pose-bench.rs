@@ -120,9 +120,23 @@ fn print_layers(
     input: &Tensor,
     runs: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let profiles = (0..runs.max(1))
-        .map(|_| model.profile(network, input.clone()))
-        .collect::<Result<Vec<_>, _>>()?;
+    // Each run's wall time and the part of it outside the ops (tensor
+    // bookkeeping, allocation): what the per-op times do not show.
+    let (mut profiles, mut walls, mut outside) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        let profile = model.profile(network, input.clone())?;
+        let wall = start.elapsed().as_secs_f64() * 1e6;
+        let ops: f64 = profile.iter().map(|op| op.time.as_secs_f64() * 1e6).sum();
+        walls.push(wall);
+        outside.push(wall - ops);
+        profiles.push(profile);
+    }
+    println!(
+        "  profiled run (median µs): {:.0}, of which outside the ops {:.0}",
+        median(walls.into_iter()),
+        median(outside.into_iter())
+    );
     let median_us = |op: usize| median(profiles.iter().map(|p| p[op].time.as_secs_f64() * 1e6));
     let ops: Vec<(&str, f64)> = (0..profiles[0].len())
         .map(|op| (profiles[0][op].layer.as_str(), median_us(op)))
