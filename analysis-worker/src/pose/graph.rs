@@ -3,7 +3,7 @@
 //! The safetensors file holds the model's constant tensors (`{model}/t{id}`, TFLite
 //! layouts, f32) and its operator list as JSON (metadata key `model`, format
 //! documented in `xtask/src/models.rs`). Activations are candle tensors in
-//! NHWC; 1×1 convolutions are matmuls (bias fused), k×k ones im2col + matmul, depthwise
+//! NHWC, over the kernels' cache-line-aligned buffers; 1×1 convolutions are matmuls (bias fused), k×k ones im2col + matmul, depthwise
 //! convolutions and the other spatial ops the kernels in [`super::kernels`],
 //! an explicit PAD read only by VALID convolutions is folded into them, a
 //! residual ADD into the projection convolution (or upsampling) before it,
@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, Device, Storage, Tensor};
 use serde::Deserialize;
 
 use super::PoseError;
-use super::kernels::{self, Activation, Hwc, Window};
+use super::kernels::{self, Activation, Aligned, Hwc, Window};
 
 /// The `model` metadata of a file made by `cargo xtask models`.
 #[derive(Deserialize)]
@@ -659,8 +659,14 @@ fn with_skip<R>(
     }
 }
 
-fn nhwc(data: Vec<f32>, shape: Hwc) -> candle_core::Result<Tensor> {
-    Tensor::from_vec(data, (1, shape.h, shape.w, shape.c), &Device::Cpu)
+/// A kernel's output as an NHWC tensor that owns its buffer (no copy),
+/// viewing the values from their cache-line-aligned start.
+fn nhwc(data: Aligned, shape: Hwc) -> candle_core::Result<Tensor> {
+    let (buffer, offset) = data.into_parts();
+    let len = buffer.len() - offset;
+    Tensor::from_vec(buffer, offset + len, &Device::Cpu)?
+        .narrow(0, offset, len)?
+        .reshape((1, shape.h, shape.w, shape.c))
 }
 
 fn window(kernel: [usize; 2], stride: usize, padding: Padding, input: Hwc, output: Hwc) -> Window {

@@ -3,7 +3,10 @@
 //! time), convolution as a gemm with the bias fused (candle's own backend crate,
 //! without candle's per-op thread-count lookup and output pass), im2col for the
 //! few k×k convolutions, max pooling, TFLite-exact bilinear resize and
-//! depth-to-space. Each is a pure function, rows in parallel.
+//! depth-to-space. Each is a pure function, rows in parallel, whose output
+//! starts on a cache line ([`Aligned`]).
+
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
@@ -74,6 +77,66 @@ impl Activation {
     }
 }
 
+/// Bytes of a cache line, where [`Aligned`] values start.
+const CACHE_LINE: usize = 64;
+
+/// An op's output, its first value on a cache line: glibc aligns large
+/// blocks to 16 bytes only, and a kernel's 64-byte vector loads of an input
+/// that starts mid-line straddle two lines (up to 1.7× slower depthwise
+/// layers). The values sit at an offset in a plain `Vec<f32>`, so a candle
+/// tensor can own them without a copy ([`Self::into_parts`]).
+pub struct Aligned {
+    values: Vec<f32>,
+    offset: usize,
+}
+
+impl Aligned {
+    /// `len` values, which `write` must all initialise.
+    ///
+    /// # Safety
+    /// `write` writes every value of the slice it is given.
+    unsafe fn written_by(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Self {
+        let floats_per_line = CACHE_LINE / std::mem::size_of::<f32>();
+        let mut values: Vec<f32> = Vec::with_capacity(len + floats_per_line - 1);
+        // A `Vec<f32>` is 4-byte aligned, so an offset below a line's floats exists.
+        let offset = values
+            .as_ptr()
+            .align_offset(CACHE_LINE)
+            .min(floats_per_line - 1);
+        let spare = values.spare_capacity_mut();
+        spare[..offset].fill(MaybeUninit::new(0.0));
+        write(&mut spare[offset..offset + len]);
+        // SAFETY: the padding is zeroed above and the caller's `write` initialised the rest.
+        unsafe { values.set_len(offset + len) };
+        Self { values, offset }
+    }
+
+    /// `len` copies of `value`.
+    pub fn filled(len: usize, value: f32) -> Self {
+        // SAFETY: `fill` writes every value.
+        unsafe { Self::written_by(len, |out| out.fill(MaybeUninit::new(value))) }
+    }
+
+    /// The buffer and where the values start in it.
+    pub fn into_parts(self) -> (Vec<f32>, usize) {
+        (self.values, self.offset)
+    }
+}
+
+impl std::ops::Deref for Aligned {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        &self.values[self.offset..]
+    }
+}
+
+impl std::ops::DerefMut for Aligned {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.values[self.offset..]
+    }
+}
+
 /// Below this many multiply-adds a matmul runs on one thread: splitting the
 /// small late layers costs more in synchronisation than it saves.
 const PARALLEL_MATMUL_MACS: usize = 1 << 19;
@@ -113,7 +176,7 @@ pub fn matmul_bias(
     bias: &[f32],
     residual: Option<&[f32]>,
     activation: Activation,
-) -> Vec<f32> {
+) -> Aligned {
     let n = bias.len();
     let k = weights.len() / n;
     let m = lhs.len() / k;
@@ -126,27 +189,27 @@ pub fn matmul_bias(
         1
     };
     let by_channels = m < MIN_PARALLEL_PIXELS && n >= parts * CHANNEL_BLOCK;
-    let mut out: Vec<f32> = Vec::with_capacity(m * n);
-    let dst = SharedOut(out.as_mut_ptr());
-    let dst = &dst;
-    (0..parts).into_par_iter().for_each(|part| {
-        let (rows, columns) = if by_channels {
-            let blocks = n.div_ceil(CHANNEL_BLOCK);
-            let edge = |part: usize| (blocks * part / parts * CHANNEL_BLOCK).min(n);
-            (0..m, edge(part)..edge(part + 1))
-        } else {
-            (m * part / parts..m * (part + 1) / parts, 0..n)
-        };
-        let block = Block { rows, columns, n };
-        // SAFETY: `block` lies inside the m × n output, which the parts
-        // split without overlap, and inside `lhs` and `weights`.
-        unsafe { block.gemm(dst.0, lhs, k, weights) };
-        // SAFETY: gemm wrote every value of the block; no other part touches it.
-        unsafe { block.epilogue(dst.0, bias, residual, activation) };
-    });
-    // SAFETY: the parts cover all m×n values, each initialised above.
-    unsafe { out.set_len(m * n) };
-    out
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        let dst = SharedOut(out.as_mut_ptr().cast::<f32>());
+        let dst = &dst;
+        (0..parts).into_par_iter().for_each(|part| {
+            let (rows, columns) = if by_channels {
+                let blocks = n.div_ceil(CHANNEL_BLOCK);
+                let edge = |part: usize| (blocks * part / parts * CHANNEL_BLOCK).min(n);
+                (0..m, edge(part)..edge(part + 1))
+            } else {
+                (m * part / parts..m * (part + 1) / parts, 0..n)
+            };
+            let block = Block { rows, columns, n };
+            // SAFETY: `block` lies inside the m × n output, which the parts
+            // split without overlap, and inside `lhs` and `weights`.
+            unsafe { block.gemm(dst.0, lhs, k, weights) };
+            // SAFETY: gemm wrote every value of the block; no other part touches it.
+            unsafe { block.epilogue(dst.0, bias, residual, activation) };
+        });
+    };
+    // SAFETY: the parts cover all m×n values, each written by gemm.
+    unsafe { Aligned::written_by(m * n, fill) }
 }
 
 /// The output of [`matmul_bias`], which its parts write through at disjoint blocks.
@@ -276,9 +339,12 @@ fn vectorized<R>(f: impl FnOnce() -> R) -> R {
 const LANES: usize = 16;
 
 /// Element-wise sum of two same-shaped tensors, then the activation.
-pub fn add(a: &[f32], b: &[f32], activation: Activation) -> Vec<f32> {
+pub fn add(a: &[f32], b: &[f32], activation: Activation) -> Aligned {
     assert_eq!(a.len(), b.len(), "add shapes");
-    let mut out: Vec<f32> = a.iter().zip(b).map(|(x, y)| x + y).collect();
+    let mut out = Aligned::filled(a.len(), 0.0);
+    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+        *o = x + y;
+    }
     activation.apply(&mut out);
     out
 }
@@ -292,7 +358,7 @@ pub fn depthwise(
     window: Window,
     out_shape: Hwc,
     activation: Activation,
-) -> Vec<f32> {
+) -> Aligned {
     assert_eq!(
         weights.len(),
         window.kh * window.kw * shape.c,
@@ -320,7 +386,7 @@ pub fn conv_direct(
     window: Window,
     out_shape: Hwc,
     activation: Activation,
-) -> Vec<f32> {
+) -> Aligned {
     assert_eq!(
         weights.len(),
         window.kh * window.kw * shape.c * out_shape.c,
@@ -389,34 +455,33 @@ fn sliding_window(
     window: Window,
     out_shape: Hwc,
     kernel: &impl PixelGroups,
-) -> Vec<f32> {
+) -> Aligned {
     assert_eq!(input.len(), shape.elements(), "input shape");
     let zeros = vec![0.0; shape.c];
     let taps = out_shape.w * out_shape.c * window.kh * window.kw;
-    let mut out: Vec<f32> = Vec::with_capacity(out_shape.elements());
-    out.spare_capacity_mut()[..out_shape.elements()]
-        .par_chunks_mut(out_shape.w * out_shape.c)
-        .enumerate()
-        .with_min_len(rows_per_task(out_shape.h, taps))
-        .for_each_init(Vec::new, |sources, (oy, row)| {
-            vectorized(
-                #[inline(always)]
-                || {
-                    let row = row.as_mut_ptr().cast::<f32>();
-                    let input = InputRow {
-                        input,
-                        shape,
-                        window,
-                        zeros: &zeros,
-                        oy,
-                    };
-                    input.groups(kernel, row, out_shape, sources);
-                },
-            );
-        });
-    // SAFETY: every row wrote all its values.
-    unsafe { out.set_len(out_shape.elements()) };
-    out
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(out_shape.w * out_shape.c)
+            .enumerate()
+            .with_min_len(rows_per_task(out_shape.h, taps))
+            .for_each_init(Vec::new, |sources, (oy, row)| {
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        let row = row.as_mut_ptr().cast::<f32>();
+                        let input = InputRow {
+                            input,
+                            shape,
+                            window,
+                            zeros: &zeros,
+                            oy,
+                        };
+                        input.groups(kernel, row, out_shape, sources);
+                    },
+                );
+            });
+    };
+    // SAFETY: every row writes all its values.
+    unsafe { Aligned::written_by(out_shape.elements(), fill) }
 }
 
 /// The input under output row `oy` of a sliding window.
@@ -658,9 +723,9 @@ pub fn max_pool(
     window: Window,
     out_shape: Hwc,
     activation: Activation,
-) -> Vec<f32> {
+) -> Aligned {
     let c = shape.c;
-    let mut out = vec![f32::NEG_INFINITY; out_shape.elements()];
+    let mut out = Aligned::filled(out_shape.elements(), f32::NEG_INFINITY);
     let taps = out_shape.w * c * window.kh * window.kw;
     out.par_chunks_mut(out_shape.w * c)
         .enumerate()
@@ -711,7 +776,7 @@ pub fn resize_bilinear(
     half_pixel: bool,
     skip: Option<&[f32]>,
     activation: Activation,
-) -> Vec<f32> {
+) -> Aligned {
     assert!(
         skip.is_none_or(|s| s.len() == out_shape.elements()),
         "skip shape"
@@ -728,7 +793,7 @@ pub fn resize_bilinear(
     let columns: Vec<_> = (0..out_shape.w)
         .map(|ox| bilinear_source(ox, sx, half_pixel, shape.w))
         .collect();
-    let mut out = vec![0.0; out_shape.elements()];
+    let mut out = Aligned::filled(out_shape.elements(), 0.0);
     out.par_chunks_mut(out_shape.w * c)
         .enumerate()
         .with_min_len(rows_per_task(out_shape.h, 4 * out_shape.w * c))
@@ -754,9 +819,9 @@ pub fn resize_bilinear(
 }
 
 /// TFLite DEPTH_TO_SPACE (DCR order): channel block `(dy*b + dx)` moves to pixel offset (dy, dx).
-pub fn depth_to_space(input: &[f32], shape: Hwc, block: usize) -> Vec<f32> {
+pub fn depth_to_space(input: &[f32], shape: Hwc, block: usize) -> Aligned {
     let out_c = shape.c / (block * block);
-    let mut out = vec![0.0; input.len()];
+    let mut out = Aligned::filled(input.len(), 0.0);
     // One input row makes `block` output rows.
     out.par_chunks_mut(shape.w * shape.c)
         .zip(input.par_chunks(shape.w * shape.c))
@@ -906,9 +971,22 @@ mod tests {
             let (lhs, weights, bias, residual) = (ramp(m * k), ramp(k * n), ramp(n), ramp(m * n));
             for skip in [None, Some(residual.as_slice())] {
                 let fast = matmul_bias(&lhs, &weights, &bias, skip, Activation::Relu);
+                assert_eq!(fast.as_ptr().align_offset(CACHE_LINE), 0, "aligned output");
                 let slow = naive_matmul(&lhs, &weights, &bias, skip, Activation::Relu);
                 assert_close(&fast, &slow);
             }
+        }
+    }
+
+    #[test]
+    fn aligned_values_start_on_a_cache_line() {
+        for len in [1, 15, 16, 1000, 100_000] {
+            let values = Aligned::filled(len, 2.5);
+            assert_eq!(values.as_ptr().align_offset(CACHE_LINE), 0);
+            assert_eq!(values.len(), len);
+            assert!(values.iter().all(|&v| v == 2.5));
+            let (buffer, offset) = values.into_parts();
+            assert_eq!(buffer.len(), offset + len);
         }
     }
 
@@ -946,7 +1024,7 @@ mod tests {
             None,
             Activation::None,
         );
-        assert_eq!(out, vec![0.0, 1.0, 3.0, 4.0]);
+        assert_eq!(*out, [0.0, 1.0, 3.0, 4.0]);
         // The activation applies after the interpolation: -2, 0, 4, 6 → 0, 0, 4, 6.
         let out = resize_bilinear(
             &[-2.0, 6.0],
@@ -957,7 +1035,7 @@ mod tests {
             None,
             Activation::Relu,
         );
-        assert_eq!(out, vec![0.0, 0.0, 4.0, 6.0]);
+        assert_eq!(*out, [0.0, 0.0, 4.0, 6.0]);
         // A fused ADD: the skip tensor is added after the activation.
         let out = resize_bilinear(
             &[-2.0, 6.0],
@@ -968,7 +1046,7 @@ mod tests {
             Some(&[1.0, 1.0, -5.0, 1.0]),
             Activation::Relu,
         );
-        assert_eq!(out, vec![1.0, 1.0, -1.0, 7.0]);
+        assert_eq!(*out, [1.0, 1.0, -1.0, 7.0]);
     }
 
     #[test]
@@ -988,20 +1066,20 @@ mod tests {
             Hwc { h: 1, w: 1, c: 1 },
             Activation::None,
         );
-        assert_eq!(out, vec![-1.0]);
+        assert_eq!(*out, [-1.0]);
     }
 
     #[test]
     fn depth_to_space_moves_channel_blocks_to_pixels() {
         let s = Hwc { h: 1, w: 1, c: 4 };
         assert_eq!(
-            depth_to_space(&[1.0, 2.0, 3.0, 4.0], s, 2),
-            vec![1.0, 2.0, 3.0, 4.0]
+            *depth_to_space(&[1.0, 2.0, 3.0, 4.0], s, 2),
+            [1.0, 2.0, 3.0, 4.0]
         );
         let s = Hwc { h: 1, w: 2, c: 4 };
         // Output 2x4x1: row 0 = [a0, a1, b0, b1], row 1 = [a2, a3, b2, b3].
         let out = depth_to_space(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], s, 2);
-        assert_eq!(out, vec![1.0, 2.0, 5.0, 6.0, 3.0, 4.0, 7.0, 8.0]);
+        assert_eq!(*out, [1.0, 2.0, 5.0, 6.0, 3.0, 4.0, 7.0, 8.0]);
         // Several input rows (each its own pair of output rows), 2 channels a block.
         let (s, block, out_c) = (Hwc { h: 3, w: 2, c: 8 }, 2, 2);
         let input = ramp(s.elements());
