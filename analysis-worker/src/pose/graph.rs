@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, Device, Storage, Tensor};
 use serde::Deserialize;
 
 use super::PoseError;
-use super::kernels::{self, Activation, Aligned, Hwc, Window};
+use super::kernels::{self, Activation, Aligned, ChannelBlocks, Hwc, Window};
 
 /// The `model` metadata of a file made by `cargo xtask models`.
 #[derive(Deserialize)]
@@ -122,16 +122,18 @@ enum Layer {
     Conv {
         weights: Vec<f32>,
         bias: Vec<f32>,
+        /// The weights packed for [`kernels::conv_direct`], for a k×k
+        /// convolution of an input with few channels (an image).
+        direct: Option<ChannelBlocks>,
         kernel: [usize; 2],
         stride: usize,
         padding: Padding,
         activation: Activation,
         residual: bool,
     },
-    /// Weights `[kh][kw][c]`.
+    /// Weights packed from `[kh][kw][c]`.
     Depthwise {
-        weights: Vec<f32>,
-        bias: Vec<f32>,
+        weights: ChannelBlocks,
         kernel: [usize; 2],
         stride: usize,
         padding: Padding,
@@ -276,15 +278,18 @@ impl Graph {
                     };
                     // OHWI → the [kh*kw*cin × cout] right-hand side of the matmul.
                     let taps = kh * kw * cin;
-                    let weights = (0..taps)
+                    let weights: Vec<f32> = (0..taps)
                         .flat_map(|tap| (0..cout).map(move |o| (tap, o)))
                         .map(|(tap, o)| w[o * taps + tap])
                         .collect();
                     let padding = fixed_or_same(*padding, &mut inputs);
                     square_stride(stride)?;
+                    let direct = (kh * kw > 1 && cin <= DIRECT_CONV_CHANNELS)
+                        .then(|| ChannelBlocks::new(&weights, &bias));
                     Layer::Conv {
                         weights,
                         bias,
+                        direct,
                         kernel: [kh, kw],
                         stride: stride[0],
                         padding,
@@ -305,8 +310,7 @@ impl Graph {
                     let padding = fixed_or_same(*padding, &mut inputs);
                     square_stride(stride)?;
                     Layer::Depthwise {
-                        weights,
-                        bias,
+                        weights: ChannelBlocks::new(&weights, &bias),
                         kernel: [kh, kw],
                         stride: stride[0],
                         padding,
@@ -734,6 +738,7 @@ impl Node {
             Layer::Conv {
                 weights,
                 bias,
+                direct,
                 kernel,
                 stride,
                 padding,
@@ -748,8 +753,8 @@ impl Node {
                     let win = window(*kernel, *stride, *padding, input, output);
                     if *kernel == [1, 1] && *stride == 1 {
                         matmul(data, skip)
-                    } else if input.c <= DIRECT_CONV_CHANNELS && skip.is_none() {
-                        kernels::conv_direct(data, input, weights, bias, win, output, *activation)
+                    } else if let (Some(direct), None) = (direct, skip) {
+                        kernels::conv_direct(data, input, direct, win, output, *activation)
                     } else {
                         matmul(&kernels::im2col(data, input, win, output), skip)
                     }
@@ -758,7 +763,6 @@ impl Node {
             }
             Layer::Depthwise {
                 weights,
-                bias,
                 kernel,
                 stride,
                 padding,
@@ -767,7 +771,7 @@ impl Node {
                 let (input, output) = (hwc(x.dims())?, hwc(&self.shape)?);
                 let win = window(*kernel, *stride, *padding, input, output);
                 let out = with_data(x, |data| {
-                    kernels::depthwise(data, input, weights, bias, win, output, *activation)
+                    kernels::depthwise(data, input, weights, win, output, *activation)
                 })?;
                 nhwc(out, output)
             }

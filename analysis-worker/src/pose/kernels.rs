@@ -349,26 +349,77 @@ pub fn add(a: &[f32], b: &[f32], activation: Activation) -> Aligned {
     out
 }
 
-/// Depthwise convolution (multiplier 1): `weights` is `[kh][kw][c]`, as TFLite stores it.
+/// [`LANES`] values on one cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Lanes([f32; LANES]);
+
+/// The weights `[rows][c]` and bias of a convolution computed directly
+/// (depthwise, `rows` its taps; or k×k, its taps × input channels), packed
+/// once at load time per block of [`LANES`] output channels: the block's
+/// bias, then each row's weights, one cache line each (zero past the last
+/// channel). A chunk of channels reads its weights from consecutive lines
+/// instead of one line every `c` values.
+pub struct ChannelBlocks {
+    blocks: Vec<Lanes>,
+    rows: usize,
+    c: usize,
+}
+
+impl ChannelBlocks {
+    /// Packs row-major `[rows][c]` `weights` with `bias` (`c` values).
+    pub fn new(weights: &[f32], bias: &[f32]) -> Self {
+        let c = bias.len();
+        let rows = weights.len() / c.max(1);
+        assert_eq!(rows * c, weights.len(), "weights shape");
+        let line = |values: &[f32], first: usize| {
+            Lanes(std::array::from_fn(|l| {
+                values.get(first + l).copied().unwrap_or(0.0)
+            }))
+        };
+        let blocks = (0..c.div_ceil(LANES))
+            .flat_map(|block| {
+                let first = block * LANES;
+                std::iter::once(line(bias, first))
+                    .chain((0..rows).map(move |row| line(&weights[row * c..(row + 1) * c], first)))
+            })
+            .collect();
+        Self { blocks, rows, c }
+    }
+
+    /// Channel `first`'s lane of its block's bias; row `r`'s weights follow
+    /// `(1 + r) * LANES` values later (valid up to the block's end).
+    fn block(&self, first: usize) -> *const f32 {
+        let (block, lane) = (first / LANES, first % LANES);
+        assert!(
+            block < self.c.div_ceil(LANES),
+            "channel {first} of {}",
+            self.c
+        );
+        // Derived from the whole buffer: the rows' lines follow the bias's.
+        self.blocks
+            .as_ptr()
+            .cast::<f32>()
+            .wrapping_add(block * (self.rows + 1) * LANES + lane)
+    }
+}
+
+/// Depthwise convolution (multiplier 1), `weights` packed from TFLite's `[kh][kw][c]`.
 pub fn depthwise(
     input: &[f32],
     shape: Hwc,
-    weights: &[f32],
-    bias: &[f32],
+    weights: &ChannelBlocks,
     window: Window,
     out_shape: Hwc,
     activation: Activation,
 ) -> Aligned {
     assert_eq!(
-        weights.len(),
-        window.kh * window.kw * shape.c,
+        (weights.rows, weights.c),
+        (window.kh * window.kw, shape.c),
         "depthwise weights"
     );
-    assert_eq!(bias.len(), shape.c, "depthwise bias");
     let depthwise = Depthwise {
-        c: shape.c,
         weights,
-        bias,
         kw: window.kw,
         activation,
     };
@@ -377,27 +428,23 @@ pub fn depthwise(
 
 /// A k×k convolution of an input with few channels (an image), computed
 /// directly: no im2col buffer, and a gemm would get too short a `k`.
-/// `weights` is `[kh][kw][cin][cout]`, the matmul layout of [`matmul_bias`].
+/// `weights` are packed from `[kh][kw][cin][cout]`, the matmul layout of [`matmul_bias`].
 pub fn conv_direct(
     input: &[f32],
     shape: Hwc,
-    weights: &[f32],
-    bias: &[f32],
+    weights: &ChannelBlocks,
     window: Window,
     out_shape: Hwc,
     activation: Activation,
 ) -> Aligned {
     assert_eq!(
-        weights.len(),
-        window.kh * window.kw * shape.c * out_shape.c,
+        (weights.rows, weights.c),
+        (window.kh * window.kw * shape.c, out_shape.c),
         "convolution weights"
     );
-    assert_eq!(bias.len(), out_shape.c, "convolution bias");
     let conv = ConvDirect {
         cin: shape.c,
-        cout: out_shape.c,
         weights,
-        bias,
         kw: window.kw,
         activation,
     };
@@ -593,16 +640,24 @@ fn store_pixels<const W: usize>(
 }
 
 struct Depthwise<'a> {
-    c: usize,
-    weights: &'a [f32],
-    bias: &'a [f32],
+    weights: &'a ChannelBlocks,
     kw: usize,
     activation: Activation,
 }
 
+/// `W` values at `at`.
+///
+/// # Safety
+/// `at` points at `W` readable values.
+#[inline(always)]
+unsafe fn lanes<const W: usize>(at: *const f32) -> [f32; W] {
+    // SAFETY: the caller's.
+    unsafe { at.cast::<[f32; W]>().read_unaligned() }
+}
+
 impl PixelGroups for Depthwise<'_> {
     fn out_channels(&self) -> usize {
-        self.c
+        self.weights.c
     }
 
     /// Channels `first..first + W` of a group of pixels, accumulated in
@@ -616,19 +671,18 @@ impl PixelGroups for Depthwise<'_> {
         out: *mut f32,
         count: usize,
     ) -> usize {
-        let (c, kw) = (self.c, self.kw);
-        // SAFETY (all reads below): `first + W <= c`, every source points at
-        // `c` readable values (an input pixel or `zeros`), and the weights
-        // hold `c` values per tap.
-        let lanes = |at: *const f32| -> [f32; W] {
-            unsafe { at.add(first).cast::<[f32; W]>().read_unaligned() }
-        };
-        let mut acc = [lanes(self.bias.as_ptr()); PIXELS];
+        let (c, kw) = (self.weights.c, self.kw);
+        let block = self.weights.block(first);
+        // SAFETY (all reads below): `first + W <= c` and a chunk never
+        // crosses a block of `LANES` channels, which holds the bias and
+        // every tap's weights; every source points at `c` readable values
+        // (an input pixel or `zeros`).
+        let mut acc = [unsafe { lanes::<W>(block) }; PIXELS];
         for ky in rows.clone() {
             for kx in 0..kw {
-                let tap = lanes(self.weights[(ky * kw + kx) * c..].as_ptr());
+                let tap = unsafe { lanes::<W>(block.wrapping_add((1 + ky * kw + kx) * LANES)) };
                 for (g, acc) in acc.iter_mut().enumerate() {
-                    let input = lanes(source(g, ky, kx));
+                    let input = unsafe { lanes::<W>(source(g, ky, kx).wrapping_add(first)) };
                     for l in 0..W {
                         acc[l] = input[l].mul_add(tap[l], acc[l]);
                     }
@@ -642,16 +696,14 @@ impl PixelGroups for Depthwise<'_> {
 
 struct ConvDirect<'a> {
     cin: usize,
-    cout: usize,
-    weights: &'a [f32],
-    bias: &'a [f32],
+    weights: &'a ChannelBlocks,
     kw: usize,
     activation: Activation,
 }
 
 impl PixelGroups for ConvDirect<'_> {
     fn out_channels(&self) -> usize {
-        self.cout
+        self.weights.c
     }
 
     /// Output channels `first..first + W` of a group of pixels: each input
@@ -665,16 +717,18 @@ impl PixelGroups for ConvDirect<'_> {
         out: *mut f32,
         count: usize,
     ) -> usize {
-        let (cin, cout, kw) = (self.cin, self.cout, self.kw);
-        let bias: [f32; W] = self.bias[first..first + W].try_into().expect("W values");
-        let mut acc = [bias; PIXELS];
+        let (cin, kw) = (self.cin, self.kw);
+        let block = self.weights.block(first);
+        // SAFETY (all reads below): as in `Depthwise::chunk`; the block
+        // holds a row of weights per tap and input channel, and every
+        // source points at `cin` readable values.
+        let mut acc = [unsafe { lanes::<W>(block) }; PIXELS];
         for ky in rows.clone() {
             for kx in 0..kw {
-                let taps = &self.weights[(ky * kw + kx) * cin * cout..][..cin * cout];
-                for (ci, weights) in taps.chunks_exact(cout).enumerate() {
-                    let tap: [f32; W] = weights[first..first + W].try_into().expect("W values");
+                for ci in 0..cin {
+                    let row = (ky * kw + kx) * cin + ci;
+                    let tap = unsafe { lanes::<W>(block.wrapping_add((1 + row) * LANES)) };
                     for (g, acc) in acc.iter_mut().enumerate() {
-                        // SAFETY: every source points at `cin` readable values.
                         let input = unsafe { *source(g, ky, kx).add(ci) };
                         for l in 0..W {
                             acc[l] = input.mul_add(tap[l], acc[l]);
@@ -683,7 +737,7 @@ impl PixelGroups for ConvDirect<'_> {
                 }
             }
         }
-        store_pixels(&mut acc, self.activation, out, cout, first, count);
+        store_pixels(&mut acc, self.activation, out, self.weights.c, first, count);
         W
     }
 }
@@ -899,7 +953,8 @@ mod tests {
                 c: s.c,
             };
             let (input, w, bias) = (ramp(s.elements()), ramp(k * k * s.c), ramp(s.c));
-            let fast = depthwise(&input, s, &w, &bias, win, o, Activation::None);
+            let packed = ChannelBlocks::new(&w, &bias);
+            let fast = depthwise(&input, s, &packed, win, o, Activation::None);
             let slow = naive_depthwise(&input, s, &w, &bias, win, o);
             for (a, b) in fast.iter().zip(&slow) {
                 assert!((a - b).abs() < 1e-5, "k={k} stride={stride}: {a} vs {b}");
@@ -926,7 +981,8 @@ mod tests {
                 c: 29,
             };
             let (input, w, bias) = (ramp(s.elements()), ramp(k * k * s.c * o.c), ramp(o.c));
-            let fast = conv_direct(&input, s, &w, &bias, win, o, Activation::Relu6);
+            let packed = ChannelBlocks::new(&w, &bias);
+            let fast = conv_direct(&input, s, &packed, win, o, Activation::Relu6);
             let patches = im2col(&input, s, win, o);
             let slow = naive_matmul(&patches, &w, &bias, None, Activation::Relu6);
             assert_close(&fast, &slow);
