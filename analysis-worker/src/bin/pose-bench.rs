@@ -113,8 +113,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Each op's median time over `runs` profiled runs, in graph order, then
-/// the total by kind (op and window, e.g. `conv 1x1/1`, fused ADDs counted with their op).
+/// The median wall time of `runs` profiled runs and the part outside the
+/// ops; each op's median and minimum time, in graph order; then their sums
+/// by kind (op and window, e.g. `conv 1x1/1`, fused ADDs counted with their op).
 fn print_layers(
     model: &BlazePose,
     network: Network,
@@ -162,7 +163,7 @@ fn print_layers(
         }
     }
     kinds.sort_by(|a, b| b.1[0].total_cmp(&a.1[0]));
-    println!("  by kind:");
+    println!("  by kind (sums of the medians and of the minima):");
     for (kind, [us, min]) in kinds {
         println!("  {us:8.1} {min:8.1} {:5.1} %  {kind}", 100.0 * us / total);
     }

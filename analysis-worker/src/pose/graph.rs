@@ -3,7 +3,8 @@
 //! The safetensors file holds the model's constant tensors (`{model}/t{id}`, TFLite
 //! layouts, f32) and its operator list as JSON (metadata key `model`, format
 //! documented in `xtask/src/models.rs`). Activations are candle tensors in
-//! NHWC, over the kernels' cache-line-aligned buffers; 1×1 convolutions are matmuls (bias fused), k×k ones im2col + matmul, depthwise
+//! NHWC (those the kernels write own cache-line-aligned buffers); 1×1
+//! convolutions are matmuls (bias fused), k×k ones im2col + matmul, depthwise
 //! convolutions and the other spatial ops the kernels in [`super::kernels`],
 //! an explicit PAD read only by VALID convolutions is folded into them, a
 //! residual ADD into the projection convolution (or upsampling) before it,
@@ -276,6 +277,11 @@ impl Graph {
                     let [cout, kh, kw, cin] = shape[..] else {
                         return Err(weights_error("conv weights are not OHWI"));
                     };
+                    if bias.len() != cout {
+                        return Err(weights_error(
+                            "conv bias does not match its output channels",
+                        ));
+                    }
                     // OHWI → the [kh*kw*cin × cout] right-hand side of the matmul.
                     let taps = kh * kw * cin;
                     let weights: Vec<f32> = (0..taps)
@@ -284,7 +290,8 @@ impl Graph {
                         .collect();
                     let padding = fixed_or_same(*padding, &mut inputs);
                     square_stride(stride)?;
-                    let direct = (kh * kw > 1 && cin <= DIRECT_CONV_CHANNELS)
+                    let direct = (([kh, kw], stride[0]) != ([1, 1], 1)
+                        && cin <= DIRECT_CONV_CHANNELS)
                         .then(|| ChannelBlocks::new(&weights, &bias));
                     Layer::Conv {
                         weights,
@@ -304,9 +311,12 @@ impl Graph {
                 } => {
                     let (weights, shape) = constant(op.inputs[1])?;
                     let (bias, _) = constant(op.inputs[2])?;
-                    let [1, kh, kw, _] = shape[..] else {
+                    let [1, kh, kw, c] = shape[..] else {
                         return Err(weights_error("depthwise multiplier is not 1"));
                     };
+                    if bias.len() != c {
+                        return Err(weights_error("depthwise bias does not match its channels"));
+                    }
                     let padding = fixed_or_same(*padding, &mut inputs);
                     square_stride(stride)?;
                     Layer::Depthwise {
@@ -834,5 +844,24 @@ impl Node {
             Layer::Reshape => x.reshape(self.shape.as_slice()),
             Layer::Logistic => (x.neg()?.exp()? + 1.0)?.recip(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_outputs_become_tensors_over_their_aligned_values() {
+        let values = Aligned::filled(2 * 3 * 4, 1.5);
+        let aligned = values.as_ptr();
+        let tensor = nhwc(values, Hwc { h: 2, w: 3, c: 4 }).unwrap();
+        assert_eq!(tensor.dims(), [1, 2, 3, 4]);
+        // No copy: the kernels read the aligned values themselves.
+        with_data(&tensor, |data| {
+            assert_eq!(data.as_ptr(), aligned);
+            assert_eq!(data, [1.5; 24]);
+        })
+        .unwrap();
     }
 }

@@ -3,8 +3,8 @@
 //! time), convolution as a gemm with the bias fused (candle's own backend crate,
 //! without candle's per-op thread-count lookup and output pass), im2col for the
 //! few k×k convolutions, max pooling, TFLite-exact bilinear resize and
-//! depth-to-space. Each is a pure function, rows in parallel, whose output
-//! starts on a cache line ([`Aligned`]).
+//! depth-to-space. Each is a pure function (the larger ones run rows in
+//! parallel); the ops' outputs start on a cache line ([`Aligned`]).
 
 use std::mem::MaybeUninit;
 
@@ -137,6 +137,10 @@ impl std::ops::DerefMut for Aligned {
     }
 }
 
+/// f32 values in one AVX-512 register (two AVX2 ones): the channels a
+/// kernel's vector covers, and those of a block of a split matmul.
+const LANES: usize = 16;
+
 /// Below this many multiply-adds a matmul runs on one thread: splitting the
 /// small late layers costs more in synchronisation than it saves.
 const PARALLEL_MATMUL_MACS: usize = 1 << 19;
@@ -158,9 +162,6 @@ fn rows_per_task(rows: usize, work: usize) -> usize {
     let tasks = (rows * work / MIN_TASK_WORK).clamp(1, rows.max(1));
     rows.div_ceil(tasks).max(1)
 }
-
-/// Output channels of a block are a multiple of this (one AVX-512 register).
-const CHANNEL_BLOCK: usize = 16;
 
 /// `lhs [m × k] · weights [k × n] + bias (+ residual [m × n])`, then the
 /// activation: a 1×1 convolution over `m` pixels (or a k×k one over im2col
@@ -188,14 +189,14 @@ pub fn matmul_bias(
     } else {
         1
     };
-    let by_channels = m < MIN_PARALLEL_PIXELS && n >= parts * CHANNEL_BLOCK;
+    let by_channels = m < MIN_PARALLEL_PIXELS && n >= parts * LANES;
     let fill = |out: &mut [MaybeUninit<f32>]| {
         let dst = SharedOut(out.as_mut_ptr().cast::<f32>());
         let dst = &dst;
         (0..parts).into_par_iter().for_each(|part| {
             let (rows, columns) = if by_channels {
-                let blocks = n.div_ceil(CHANNEL_BLOCK);
-                let edge = |part: usize| (blocks * part / parts * CHANNEL_BLOCK).min(n);
+                let blocks = n.div_ceil(LANES);
+                let edge = |part: usize| (blocks * part / parts * LANES).min(n);
                 (0..m, edge(part)..edge(part + 1))
             } else {
                 (m * part / parts..m * (part + 1) / parts, 0..n)
@@ -335,24 +336,23 @@ fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Channels per vector of the depthwise kernel: one AVX-512 register (two AVX2 ones).
-const LANES: usize = 16;
-
 /// Element-wise sum of two same-shaped tensors, then the activation.
 pub fn add(a: &[f32], b: &[f32], activation: Activation) -> Aligned {
     assert_eq!(a.len(), b.len(), "add shapes");
-    let mut out = Aligned::filled(a.len(), 0.0);
-    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-        *o = x + y;
-    }
-    activation.apply(&mut out);
-    out
+    let (low, high) = activation.bounds();
+    let sum = |out: &mut [MaybeUninit<f32>]| {
+        for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+            o.write((x + y).clamp(low, high));
+        }
+    };
+    // SAFETY: `out` has `a.len()` values, each written.
+    unsafe { Aligned::written_by(a.len(), sum) }
 }
 
 /// [`LANES`] values on one cache line.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-struct Lanes([f32; LANES]);
+struct Line([f32; LANES]);
 
 /// The weights `[rows][c]` and bias of a convolution computed directly
 /// (depthwise, `rows` its taps; or k×k, its taps × input channels), packed
@@ -361,7 +361,7 @@ struct Lanes([f32; LANES]);
 /// channel). A chunk of channels reads its weights from consecutive lines
 /// instead of one line every `c` values.
 pub struct ChannelBlocks {
-    blocks: Vec<Lanes>,
+    blocks: Vec<Line>,
     rows: usize,
     c: usize,
 }
@@ -373,7 +373,7 @@ impl ChannelBlocks {
         let rows = weights.len() / c.max(1);
         assert_eq!(rows * c, weights.len(), "weights shape");
         let line = |values: &[f32], first: usize| {
-            Lanes(std::array::from_fn(|l| {
+            Line(std::array::from_fn(|l| {
                 values.get(first + l).copied().unwrap_or(0.0)
             }))
         };
@@ -387,13 +387,14 @@ impl ChannelBlocks {
         Self { blocks, rows, c }
     }
 
-    /// Channel `first`'s lane of its block's bias; row `r`'s weights follow
-    /// `(1 + r) * LANES` values later (valid up to the block's end).
-    fn block(&self, first: usize) -> *const f32 {
+    /// Where a chunk of `W` channels from `first` reads: channel `first`
+    /// of its block's bias line; row `r`'s weights are `(1 + r) * LANES`
+    /// values later. The chunk must not cross a block (a line).
+    fn chunk<const W: usize>(&self, first: usize) -> *const f32 {
         let (block, lane) = (first / LANES, first % LANES);
         assert!(
-            block < self.c.div_ceil(LANES),
-            "channel {first} of {}",
+            lane + W <= LANES && first + W <= self.c,
+            "chunk of {W} from channel {first} of {}",
             self.c
         );
         // Derived from the whole buffer: the rows' lines follow the bias's.
@@ -504,6 +505,10 @@ fn sliding_window(
     kernel: &impl PixelGroups,
 ) -> Aligned {
     assert_eq!(input.len(), shape.elements(), "input shape");
+    // Each chunk writes its channels of a pixel at a stride of the
+    // kernel's output channels: the output's, or values go unwritten or
+    // out of the row.
+    assert_eq!(kernel.out_channels(), out_shape.c, "output channels");
     let zeros = vec![0.0; shape.c];
     let taps = out_shape.w * out_shape.c * window.kh * window.kw;
     let fill = |out: &mut [MaybeUninit<f32>]| {
@@ -650,7 +655,7 @@ struct Depthwise<'a> {
 /// # Safety
 /// `at` points at `W` readable values.
 #[inline(always)]
-unsafe fn lanes<const W: usize>(at: *const f32) -> [f32; W] {
+unsafe fn load<const W: usize>(at: *const f32) -> [f32; W] {
     // SAFETY: the caller's.
     unsafe { at.cast::<[f32; W]>().read_unaligned() }
 }
@@ -672,17 +677,17 @@ impl PixelGroups for Depthwise<'_> {
         count: usize,
     ) -> usize {
         let (c, kw) = (self.weights.c, self.kw);
-        let block = self.weights.block(first);
+        let block = self.weights.chunk::<W>(first);
         // SAFETY (all reads below): `first + W <= c` and a chunk never
         // crosses a block of `LANES` channels, which holds the bias and
         // every tap's weights; every source points at `c` readable values
         // (an input pixel or `zeros`).
-        let mut acc = [unsafe { lanes::<W>(block) }; PIXELS];
+        let mut acc = [unsafe { load::<W>(block) }; PIXELS];
         for ky in rows.clone() {
             for kx in 0..kw {
-                let tap = unsafe { lanes::<W>(block.wrapping_add((1 + ky * kw + kx) * LANES)) };
+                let tap = unsafe { load::<W>(block.wrapping_add((1 + ky * kw + kx) * LANES)) };
                 for (g, acc) in acc.iter_mut().enumerate() {
-                    let input = unsafe { lanes::<W>(source(g, ky, kx).wrapping_add(first)) };
+                    let input = unsafe { load::<W>(source(g, ky, kx).wrapping_add(first)) };
                     for l in 0..W {
                         acc[l] = input[l].mul_add(tap[l], acc[l]);
                     }
@@ -718,16 +723,16 @@ impl PixelGroups for ConvDirect<'_> {
         count: usize,
     ) -> usize {
         let (cin, kw) = (self.cin, self.kw);
-        let block = self.weights.block(first);
+        let block = self.weights.chunk::<W>(first);
         // SAFETY (all reads below): as in `Depthwise::chunk`; the block
         // holds a row of weights per tap and input channel, and every
         // source points at `cin` readable values.
-        let mut acc = [unsafe { lanes::<W>(block) }; PIXELS];
+        let mut acc = [unsafe { load::<W>(block) }; PIXELS];
         for ky in rows.clone() {
             for kx in 0..kw {
                 for ci in 0..cin {
                     let row = (ky * kw + kx) * cin + ci;
-                    let tap = unsafe { lanes::<W>(block.wrapping_add((1 + row) * LANES)) };
+                    let tap = unsafe { load::<W>(block.wrapping_add((1 + row) * LANES)) };
                     for (g, acc) in acc.iter_mut().enumerate() {
                         let input = unsafe { *source(g, ky, kx).add(ci) };
                         for l in 0..W {
@@ -847,49 +852,64 @@ pub fn resize_bilinear(
     let columns: Vec<_> = (0..out_shape.w)
         .map(|ox| bilinear_source(ox, sx, half_pixel, shape.w))
         .collect();
-    let mut out = Aligned::filled(out_shape.elements(), 0.0);
-    out.par_chunks_mut(out_shape.w * c)
-        .enumerate()
-        .with_min_len(rows_per_task(out_shape.h, 4 * out_shape.w * c))
-        .for_each(|(oy, row)| {
-            let (y0, y1, fy) = bilinear_source(oy, sy, half_pixel, shape.h);
-            for (pixel, &(x0, x1, fx)) in row.chunks_exact_mut(c).zip(&columns) {
-                let at = |y: usize, x: usize| &input[(y * shape.w + x) * c..][..c];
-                let (a, b, p, q) = (at(y0, x0), at(y0, x1), at(y1, x0), at(y1, x1));
-                for (i, o) in pixel.iter_mut().enumerate() {
-                    *o = a[i] * (1.0 - fy) * (1.0 - fx)
-                        + p[i] * fy * (1.0 - fx)
-                        + b[i] * (1.0 - fy) * fx
-                        + q[i] * fy * fx;
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(out_shape.w * c)
+            .enumerate()
+            .with_min_len(rows_per_task(out_shape.h, 4 * out_shape.w * c))
+            .for_each(|(oy, row)| {
+                let (y0, y1, fy) = bilinear_source(oy, sy, half_pixel, shape.h);
+                for (pixel, &(x0, x1, fx)) in row.chunks_exact_mut(c).zip(&columns) {
+                    let at = |y: usize, x: usize| &input[(y * shape.w + x) * c..][..c];
+                    let (a, b, p, q) = (at(y0, x0), at(y0, x1), at(y1, x0), at(y1, x1));
+                    for (i, o) in pixel.iter_mut().enumerate() {
+                        o.write(
+                            a[i] * (1.0 - fy) * (1.0 - fx)
+                                + p[i] * fy * (1.0 - fx)
+                                + b[i] * (1.0 - fy) * fx
+                                + q[i] * fy * fx,
+                        );
+                    }
                 }
-            }
-            activation.apply(row);
-            if let Some(skip) = skip {
-                let skip = &skip[oy * row.len()..][..row.len()];
-                row.iter_mut().zip(skip).for_each(|(o, s)| *o += s);
-            }
-        });
-    out
+                // SAFETY: the loop above wrote every value of the row.
+                let row = unsafe {
+                    std::slice::from_raw_parts_mut(row.as_mut_ptr().cast::<f32>(), row.len())
+                };
+                activation.apply(row);
+                if let Some(skip) = skip {
+                    let skip = &skip[oy * row.len()..][..row.len()];
+                    row.iter_mut().zip(skip).for_each(|(o, s)| *o += s);
+                }
+            });
+    };
+    // SAFETY: every row writes all its values.
+    unsafe { Aligned::written_by(out_shape.elements(), fill) }
 }
 
 /// TFLite DEPTH_TO_SPACE (DCR order): channel block `(dy*b + dx)` moves to pixel offset (dy, dx).
 pub fn depth_to_space(input: &[f32], shape: Hwc, block: usize) -> Aligned {
     let out_c = shape.c / (block * block);
-    let mut out = Aligned::filled(input.len(), 0.0);
-    // One input row makes `block` output rows.
-    out.par_chunks_mut(shape.w * shape.c)
-        .zip(input.par_chunks(shape.w * shape.c))
-        .with_min_len(rows_per_task(shape.h, shape.w * shape.c))
-        .for_each(|(rows, row)| {
-            for (x, pixel) in row.chunks_exact(shape.c).enumerate() {
-                for (b, values) in pixel.chunks_exact(out_c).enumerate() {
-                    let (dy, dx) = (b / block, b % block);
-                    let to = (dy * shape.w * block + x * block + dx) * out_c;
-                    rows[to..to + out_c].copy_from_slice(values);
+    assert_eq!(out_c * block * block, shape.c, "depth_to_space channels");
+    assert_eq!(input.len(), shape.elements(), "input shape");
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        // One input row makes `block` output rows.
+        out.par_chunks_mut(shape.w * shape.c)
+            .zip(input.par_chunks(shape.w * shape.c))
+            .with_min_len(rows_per_task(shape.h, shape.w * shape.c))
+            .for_each(|(rows, row)| {
+                for (x, pixel) in row.chunks_exact(shape.c).enumerate() {
+                    for (b, values) in pixel.chunks_exact(out_c).enumerate() {
+                        let (dy, dx) = (b / block, b % block);
+                        let to = (dy * shape.w * block + x * block + dx) * out_c;
+                        for (o, v) in rows[to..to + out_c].iter_mut().zip(values) {
+                            o.write(*v);
+                        }
+                    }
                 }
-            }
-        });
-    out
+            });
+    };
+    // SAFETY: each input row's `w × c` values land, once each, in its
+    // `block` output rows, which hold as many.
+    unsafe { Aligned::written_by(input.len(), fill) }
 }
 
 #[cfg(test)]
@@ -935,10 +955,15 @@ mod tests {
 
     #[test]
     fn depthwise_matches_definition_with_stride_and_padding() {
-        // 29 channels: a full vector of lanes, a half one and single channels;
-        // 37 columns: groups of pixels at the borders (taps from a table),
-        // inside (taps at fixed offsets) and a last, partial one.
-        for (k, stride, pad, c) in [(3, 1, 1, 5), (5, 2, 1, 29), (3, 2, 0, 21), (5, 1, 2, 29)] {
+        // Channels in every mix of chunks: single ones, half a vector,
+        // whole vectors in one or more blocks, with and without a tail (16
+        // and 40 end on the last packed line); 37 columns: groups of pixels
+        // at the borders (taps from a table), inside (taps at fixed
+        // offsets) and a last, partial one.
+        let cases = [(3, 1, 1, 5), (5, 2, 1, 29), (3, 2, 0, 21), (5, 1, 2, 29)]
+            .into_iter()
+            .chain([1, 8, 16, 24, 40].map(|c| (3, 1, 1, c)));
+        for (k, stride, pad, c) in cases {
             let s = Hwc { h: 9, w: 37, c };
             let win = Window {
                 kh: k,
@@ -956,17 +981,19 @@ mod tests {
             let packed = ChannelBlocks::new(&w, &bias);
             let fast = depthwise(&input, s, &packed, win, o, Activation::None);
             let slow = naive_depthwise(&input, s, &w, &bias, win, o);
-            for (a, b) in fast.iter().zip(&slow) {
-                assert!((a - b).abs() < 1e-5, "k={k} stride={stride}: {a} vs {b}");
-            }
+            assert_close(&fast, &slow);
         }
     }
 
     #[test]
     fn conv_direct_matches_im2col_and_matmul() {
-        // 3 input channels (an image); 29 output channels: a vector of lanes,
-        // a half one and single channels; borders, inside groups and a partial one.
-        for (k, stride, pad) in [(3, 2, 1), (3, 1, 1), (2, 1, 0)] {
+        // 3 input channels (an image); output channels in every mix of
+        // chunks (29: a vector, a half one and single channels); borders,
+        // inside groups and a partial one.
+        let cases = [(3, 2, 1, 29), (3, 1, 1, 29), (2, 1, 0, 29)]
+            .into_iter()
+            .chain([1, 8, 16, 24, 40].map(|c| (3, 2, 1, c)));
+        for (k, stride, pad, out_c) in cases {
             let s = Hwc { h: 7, w: 37, c: 3 };
             let win = Window {
                 kh: k,
@@ -978,7 +1005,7 @@ mod tests {
             let o = Hwc {
                 h: (s.h + 2 * pad - k) / stride + 1,
                 w: (s.w + 2 * pad - k) / stride + 1,
-                c: 29,
+                c: out_c,
             };
             let (input, w, bias) = (ramp(s.elements()), ramp(k * k * s.c * o.c), ramp(o.c));
             let packed = ChannelBlocks::new(&w, &bias);
@@ -1036,13 +1063,16 @@ mod tests {
 
     #[test]
     fn aligned_values_start_on_a_cache_line() {
-        for len in [1, 15, 16, 1000, 100_000] {
+        for len in [0, 1, 15, 16, 1000, 100_000] {
             let values = Aligned::filled(len, 2.5);
             assert_eq!(values.as_ptr().align_offset(CACHE_LINE), 0);
             assert_eq!(values.len(), len);
             assert!(values.iter().all(|&v| v == 2.5));
             let (buffer, offset) = values.into_parts();
+            // Less than a line of padding, and the values at its end.
+            assert!(offset < CACHE_LINE / 4, "offset {offset}");
             assert_eq!(buffer.len(), offset + len);
+            assert!(buffer[offset..].iter().all(|&v| v == 2.5));
         }
     }
 
