@@ -129,9 +129,9 @@ fn print_layers(
         let start = Instant::now();
         let profile = model.profile(network, input.clone())?;
         let wall = start.elapsed().as_secs_f64() * 1e6;
-        let ops: f64 = profile.iter().map(|op| op.time.as_secs_f64() * 1e6).sum();
+        let in_ops: f64 = profile.iter().map(|op| op.time.as_secs_f64() * 1e6).sum();
         walls.push(wall);
-        outside.push(wall - ops);
+        outside.push(wall - in_ops);
         profiles.push(profile);
     }
     println!(

@@ -677,9 +677,9 @@ fn with_skip<R>(
 /// viewing the values from their cache-line-aligned start.
 fn nhwc(data: Aligned, shape: Hwc) -> candle_core::Result<Tensor> {
     let (buffer, offset) = data.into_parts();
-    let len = buffer.len() - offset;
-    Tensor::from_vec(buffer, offset + len, &Device::Cpu)?
-        .narrow(0, offset, len)?
+    let total = buffer.len();
+    Tensor::from_vec(buffer, total, &Device::Cpu)?
+        .narrow(0, offset, total - offset)?
         .reshape((1, shape.h, shape.w, shape.c))
 }
 

@@ -387,10 +387,9 @@ impl ChannelBlocks {
         Self { blocks, rows, c }
     }
 
-    /// Where a chunk of `W` channels from `first` reads: channel `first`
-    /// of its block's bias line; row `r`'s weights are `(1 + r) * LANES`
-    /// values later. The chunk must not cross a block (a line).
-    fn chunk<const W: usize>(&self, first: usize) -> *const f32 {
+    /// The weights of the chunk of `W` channels from `first`, which must
+    /// not cross a block (a line).
+    fn chunk<const W: usize>(&self, first: usize) -> ChunkWeights<W> {
         let (block, lane) = (first / LANES, first % LANES);
         assert!(
             lane + W <= LANES && first + W <= self.c,
@@ -398,10 +397,37 @@ impl ChannelBlocks {
             self.c
         );
         // Derived from the whole buffer: the rows' lines follow the bias's.
-        self.blocks
-            .as_ptr()
-            .cast::<f32>()
-            .wrapping_add(block * (self.rows + 1) * LANES + lane)
+        ChunkWeights(
+            self.blocks
+                .as_ptr()
+                .cast::<f32>()
+                .wrapping_add(block * (self.rows + 1) * LANES + lane),
+        )
+    }
+}
+
+/// The bias and rows of weights of a chunk of `W` channels of
+/// [`ChannelBlocks`]: channel `first` of its block's bias line.
+#[derive(Clone, Copy)]
+struct ChunkWeights<const W: usize>(*const f32);
+
+impl<const W: usize> ChunkWeights<W> {
+    #[inline(always)]
+    fn bias(self) -> [f32; W] {
+        // SAFETY: `ChannelBlocks::chunk` checked that the chunk's `W`
+        // values lie inside the bias line.
+        unsafe { load::<W>(self.0) }
+    }
+
+    /// Row `row`'s weights.
+    ///
+    /// # Safety
+    /// `row` is below the blocks' rows.
+    #[inline(always)]
+    unsafe fn row(self, row: usize) -> [f32; W] {
+        // SAFETY: row `row`'s line follows the bias line at this step, and
+        // the chunk stays inside a line.
+        unsafe { load::<W>(self.0.wrapping_add((1 + row) * LANES)) }
     }
 }
 
@@ -677,16 +703,15 @@ impl PixelGroups for Depthwise<'_> {
         count: usize,
     ) -> usize {
         let (c, kw) = (self.weights.c, self.kw);
-        let block = self.weights.chunk::<W>(first);
-        // SAFETY (all reads below): `first + W <= c` and a chunk never
-        // crosses a block of `LANES` channels, which holds the bias and
-        // every tap's weights; every source points at `c` readable values
-        // (an input pixel or `zeros`).
-        let mut acc = [unsafe { load::<W>(block) }; PIXELS];
+        let weights = self.weights.chunk::<W>(first);
+        let mut acc = [weights.bias(); PIXELS];
         for ky in rows.clone() {
             for kx in 0..kw {
-                let tap = unsafe { load::<W>(block.wrapping_add((1 + ky * kw + kx) * LANES)) };
+                // SAFETY: a tap is a row of the depthwise weights.
+                let tap = unsafe { weights.row(ky * kw + kx) };
                 for (g, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: `first + W <= c`, and every source points at
+                    // `c` readable values (an input pixel or `zeros`).
                     let input = unsafe { load::<W>(source(g, ky, kx).wrapping_add(first)) };
                     for l in 0..W {
                         acc[l] = input[l].mul_add(tap[l], acc[l]);
@@ -723,17 +748,15 @@ impl PixelGroups for ConvDirect<'_> {
         count: usize,
     ) -> usize {
         let (cin, kw) = (self.cin, self.kw);
-        let block = self.weights.chunk::<W>(first);
-        // SAFETY (all reads below): as in `Depthwise::chunk`; the block
-        // holds a row of weights per tap and input channel, and every
-        // source points at `cin` readable values.
-        let mut acc = [unsafe { load::<W>(block) }; PIXELS];
+        let weights = self.weights.chunk::<W>(first);
+        let mut acc = [weights.bias(); PIXELS];
         for ky in rows.clone() {
             for kx in 0..kw {
                 for ci in 0..cin {
-                    let row = (ky * kw + kx) * cin + ci;
-                    let tap = unsafe { load::<W>(block.wrapping_add((1 + row) * LANES)) };
+                    // SAFETY: the weights have a row per tap and input channel.
+                    let tap = unsafe { weights.row((ky * kw + kx) * cin + ci) };
                     for (g, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: every source points at `cin` readable values.
                         let input = unsafe { *source(g, ky, kx).add(ci) };
                         for l in 0..W {
                             acc[l] = input.mul_add(tap[l], acc[l]);
