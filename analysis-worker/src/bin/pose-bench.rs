@@ -6,7 +6,9 @@
 //! (MODELS_DIR from `cargo xtask models`; threads from RAYON_NUM_THREADS,
 //! default 2). With ROUNDS > 1, candle and LiteRT take turns that many times
 //! and the medians are printed, the ratio as the median of each round's: on
-//! a shared machine the load then changes under both alike. `--layers` also
+//! a shared machine the load then changes under both alike. Each also times
+//! every single inference: the fastest ones, which the load can only slow
+//! down, compare the runtimes' own speed most steadily. `--layers` also
 //! prints each candle op's median and minimum time over RUNS runs, and the
 //! time by op kind.
 
@@ -77,23 +79,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let model_path = dir.join(format!("{name}.tflite"));
         let (mut candle_rounds, mut litert_rounds, mut ratios) = (vec![], vec![], vec![]);
+        let (mut candle_single, mut litert_single) = (vec![], vec![]);
         for _ in 0..rounds {
             let (start, start_cpu) = (Instant::now(), process_cpu_ms()?);
+            let mut single = Vec::with_capacity(runs);
             for _ in 0..runs {
+                let before = Instant::now();
                 run()?;
+                single.push(before.elapsed().as_secs_f64() * 1000.0);
             }
             let candle = (
                 start.elapsed().as_secs_f64() * 1000.0 / runs as f64,
                 (process_cpu_ms()? - start_cpu) / runs as f64,
             );
+            candle_single.push(Single::of(single));
             let litert = litert_ms(&model_path, &input, &scratch, runs, threads)?;
             eprintln!(
                 "{name:>9} round: candle {:6.2} / {:6.2}  LiteRT {:6.2} / {:6.2}",
-                candle.0, candle.1, litert.0, litert.1
+                candle.0, candle.1, litert.mean.0, litert.mean.1
             );
             candle_rounds.push(candle);
-            litert_rounds.push(litert);
-            ratios.push((candle.0 / litert.0, candle.1 / litert.1));
+            litert_rounds.push(litert.mean);
+            litert_single.push(litert.single);
+            ratios.push((candle.0 / litert.mean.0, candle.1 / litert.mean.1));
         }
         // The ratio is the median of each round's (its two runs seconds apart).
         let (candle, litert, ratio) = (
@@ -104,6 +112,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{name:>9}: candle {:6.2} / {:6.2}  LiteRT {:6.2} / {:6.2}  candle/LiteRT {:.2} / {:.2}",
             candle.0, candle.1, litert.0, litert.1, ratio.0, ratio.1
+        );
+        let (candle, litert) = (Single::over(&candle_single), Single::over(&litert_single));
+        println!(
+            "{:>9}  single inference, fastest / median (ms): candle {:6.2} / {:6.2}  \
+             LiteRT {:6.2} / {:6.2}  candle/LiteRT {:.2} / {:.2}",
+            "",
+            candle.fastest,
+            candle.median,
+            litert.fastest,
+            litert.median,
+            candle.fastest / litert.fastest,
+            candle.median / litert.median,
         );
         if layers {
             print_layers(&model, network, &input, runs)?;
@@ -177,6 +197,40 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// The fastest and the median single inference of a round, in ms.
+#[derive(Clone, Copy)]
+struct Single {
+    fastest: f64,
+    median: f64,
+}
+
+impl Single {
+    fn of(times: Vec<f64>) -> Self {
+        Self {
+            fastest: times.iter().copied().fold(f64::INFINITY, f64::min),
+            median: median(times.into_iter()),
+        }
+    }
+
+    /// Over rounds: the fastest of all, and the median of the rounds' medians.
+    fn over(rounds: &[Single]) -> Self {
+        Self {
+            fastest: rounds
+                .iter()
+                .map(|r| r.fastest)
+                .fold(f64::INFINITY, f64::min),
+            median: median(rounds.iter().map(|r| r.median)),
+        }
+    }
+}
+
+/// LiteRT's times for one round.
+struct LiteRt {
+    /// Mean (wall, CPU) ms per inference.
+    mean: (f64, f64),
+    single: Single,
+}
+
 /// The medians of the rounds' (wall, CPU) pairs.
 fn medians(rounds: &[(f64, f64)]) -> (f64, f64) {
     (
@@ -209,14 +263,14 @@ fn pattern(size: usize) -> candle_core::Result<Tensor> {
     Tensor::from_vec(values, (1, size, size, 3), &Device::Cpu)
 }
 
-/// LiteRT's (wall, CPU) ms per inference, from the reference script.
+/// LiteRT's times over `runs` inferences, from the reference script.
 fn litert_ms(
     model: &Path,
     input: &Tensor,
     scratch: &Path,
     runs: usize,
     threads: usize,
-) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+) -> Result<LiteRt, Box<dyn std::error::Error>> {
     let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference");
     let setup = Command::new("bash")
         .arg(reference.join("setup.sh"))
@@ -238,9 +292,15 @@ fn litert_ms(
         return Err(format!("LiteRT: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
     let stdout = String::from_utf8(out.stdout)?;
-    let (wall, cpu) = stdout
-        .trim()
-        .split_once(' ')
-        .ok_or("LiteRT: expected `wall cpu`")?;
-    Ok((wall.parse()?, cpu.parse()?))
+    let values = stdout
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<Vec<f64>, _>>()?;
+    let [wall, cpu, fastest, median] = values[..] else {
+        return Err(format!("LiteRT: expected `wall cpu fastest median`, got {stdout:?}").into());
+    };
+    Ok(LiteRt {
+        mean: (wall, cpu),
+        single: Single { fastest, median },
+    })
 }
