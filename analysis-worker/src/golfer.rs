@@ -69,7 +69,7 @@ impl V3 {
     }
 }
 
-const ARM_M: f64 = 0.62;
+pub const ARM_M: f64 = 0.62;
 const CLUB_M: f64 = 0.85;
 const SPINE_TILT_DEG: f64 = 35.0;
 

@@ -6,8 +6,9 @@
 //! The hands (mean of both wrists) carry the events; each detector is tied to
 //! GolfDB's definition of its event:
 //! - address: the takeaway starts from rest, so the hands' distance from their
-//!   rest position grows quadratically; a line fitted to its square root finds
-//!   the start to a fraction of a frame;
+//!   rest position (where they settled, after any forward press) grows
+//!   quadratically; a line fitted to its square root finds the start to a
+//!   fraction of a frame;
 //! - toe-up / mid-follow-through: the hands at the height where the shaft
 //!   is horizontal (1 − cos 55° / 1 − cos 60° of the arm's rise to shoulder height);
 //! - mid-backswing / mid-downswing: the hands crossing shoulder height (lead arm horizontal);
@@ -301,6 +302,16 @@ fn least_squares<const K: usize>(
     Some((coef, residual))
 }
 
+/// The first index of the run of distances `dist` of at least `far` that
+/// ends at `edge`: where a motion followed back from `edge` nears rest.
+fn far_from_rest(dist: &[f64], edge: usize, far: f64) -> usize {
+    let mut hi = edge;
+    while hi > 0 && dist[hi - 1] >= far {
+        hi -= 1;
+    }
+    hi
+}
+
 /// Fractional index where motion from rest begins, from distances `dist` (arm
 /// lengths) to the rest position ordered away from rest, ending at `edge`.
 ///
@@ -311,10 +322,7 @@ fn least_squares<const K: usize>(
 /// the angle (`power` 4). The start is the `t0` whose model `a·u^p + b·u^(p+1)`
 /// fits best.
 fn onset(dist: &[f64], edge: usize, power: i32, range: (f64, f64)) -> Option<f64> {
-    let mut hi = edge;
-    while hi > 0 && dist[hi - 1] >= range.1 {
-        hi -= 1;
-    }
+    let hi = far_from_rest(dist, edge, range.1);
     let mut lo = hi;
     while lo > 0 && dist[lo - 1] >= range.0 {
         lo -= 1;
@@ -340,6 +348,43 @@ fn onset(dist: &[f64], edge: usize, power: i32, range: (f64, f64)) -> Option<f64
         }
     }
     best.map(|(t0, _)| t0)
+}
+
+/// The frames where the hands settled after moving before the takeaway (a
+/// forward press, a regrip), from distances `dist` (arm lengths) to where
+/// they were at the clip's start, up to `edge` in the backswing; `None` if
+/// they rest at their starting place before it.
+///
+/// Followed back from the backswing, the distance falls until the takeaway
+/// began. Where it then stays above the rest jitter (`range`, as for
+/// [`onset`]) and rises again for a few frames in a row, the hands were
+/// moving before and settled elsewhere: the frames from that motion's end
+/// to their nearest approach are where the takeaway started from.
+fn settled_after_press(
+    dist: &[f64],
+    edge: usize,
+    range: (f64, f64),
+) -> Option<std::ops::RangeInclusive<usize>> {
+    const RUN: usize = 3;
+    let hi = far_from_rest(dist, edge, range.1);
+    // Distances with one misplaced wrist ignored: the median of three frames.
+    let smooth = |i: usize| {
+        let mut three = [dist[i.saturating_sub(1)], dist[i], dist[(i + 1).min(edge)]];
+        three.sort_by(f64::total_cmp);
+        three[1]
+    };
+    let mut lo = hi;
+    let mut nearest = smooth(hi);
+    while lo > 0 && dist[lo - 1] >= range.0 {
+        let moved = lo >= RUN && (1..=RUN).all(|k| dist[lo - k] > nearest + range.0 / 2.0);
+        if moved {
+            let start = (lo..=hi).min_by(|&a, &b| smooth(a).total_cmp(&smooth(b)))?;
+            return Some(lo..=start.max(lo + RUN - 1).min(hi));
+        }
+        lo -= 1;
+        nearest = nearest.min(smooth(lo));
+    }
+    None
 }
 
 /// Position of the maximum of a cubic fitted to `(x, y)` points, within their x range
@@ -415,7 +460,16 @@ fn find_events(track: &Track, view: CameraView) -> Result<[f64; 8], SwingError> 
     let jitter = |dist: &[f64]| median(dist[..rest_frames].to_vec());
     let above_jitter = |range: (f64, f64), dist: &[f64]| (range.0.max(3.0 * jitter(dist)), range.1);
     let address_range = above_jitter(ADDRESS_FIT, &from_rest);
-    let address = onset(&from_rest[..=top_i], top_i, address_power, address_range).ok_or(
+    // After a press the takeaway starts from where the hands settled, not from
+    // where they were at the clip's start; impact returns there.
+    let from_address: Vec<f64> = match settled_after_press(&from_rest, top_i, address_range) {
+        Some(settled) => {
+            let address_hands = median_point(settled.map(|i| hands[i]));
+            hands.iter().map(|h| h.dist(address_hands) / arm).collect()
+        }
+        None => from_rest.clone(),
+    };
+    let address = onset(&from_address[..=top_i], top_i, address_power, address_range).ok_or(
         SwingError::NoSwing("the golfer is not at rest before the takeaway"),
     )?;
     let start = address.ceil() as usize;
@@ -434,18 +488,18 @@ fn find_events(track: &Track, view: CameraView) -> Result<[f64; 8], SwingError> 
     let mut lowest = f64::INFINITY;
     let impact_i = (from..n)
         .take_while(|&i| {
-            lowest = lowest.min(from_rest[i]);
-            from_rest[i] <= lowest + IMPACT_RISE
+            lowest = lowest.min(from_address[i]);
+            from_address[i] <= lowest + IMPACT_RISE
         })
-        .min_by(|&x, &y| from_rest[x].total_cmp(&from_rest[y]))
-        .filter(|&i| from_rest[i] < 0.3)
+        .min_by(|&x, &y| from_address[x].total_cmp(&from_address[y]))
+        .filter(|&i| from_address[i] < 0.3)
         .ok_or(SwingError::NoSwing("the hands do not return to the ball"))?;
     let impact = if impact_i > 0 && impact_i + 1 < n {
         // Vertex of the V through the minimum and its neighbours.
         let (l, m, r) = (
-            from_rest[impact_i - 1],
-            from_rest[impact_i],
-            from_rest[impact_i + 1],
+            from_address[impact_i - 1],
+            from_address[impact_i],
+            from_address[impact_i + 1],
         );
         let slope = (l - m).max(r - m);
         if slope > 0.0 {
@@ -805,6 +859,53 @@ mod tests {
             pce * 100.0,
             per_event.join(" ")
         );
+    }
+
+    /// Hands pressed forward and then settled a little away from where they
+    /// started (as on the real clip) leave the address where it is without
+    /// them: where the takeaway leaves the settled hands, not at the start of
+    /// the press. (Followed back to the hands' place at the clip's start, the
+    /// press put it 8 frames early on that clip.)
+    #[test]
+    fn a_forward_press_before_the_takeaway_is_not_the_address() {
+        let mut tested = 0;
+        for seed in 0..40 {
+            let (mut samples, truth, params) = synthetic_track(seed);
+            let address_s = truth.address.time_s;
+            if address_s < 1.2 {
+                continue; // no room for rest frames and a press before the takeaway
+            }
+            let plain = analyze(&samples, Some(params.view), params.left_handed).unwrap();
+            let arm = (crate::golfer::ARM_M * params.scale_px) as f32;
+            // The hands' shift at time t, in arm lengths: pressed 0.12 forward
+            // and down, then settled back to 0.05 for the rest of the swing.
+            let shift = |t: f64| -> f32 {
+                let ramp = |from: f64, to: f64| ((t - from) / (to - from)).clamp(0.0, 1.0) as f32;
+                0.12 * ramp(address_s - 0.9, address_s - 0.7)
+                    - 0.07 * ramp(address_s - 0.5, address_s - 0.3)
+            };
+            for sample in &mut samples {
+                let moved = shift(sample.time_s) * arm;
+                if let Some(pose) = sample.pose.as_mut() {
+                    for wrist in [Joint::LeftWrist, Joint::RightWrist] {
+                        let k = &mut pose.keypoints[wrist as usize];
+                        k.x += moved * 0.8;
+                        k.y += moved * 0.6;
+                    }
+                }
+            }
+            let pressed = analyze(&samples, Some(params.view), params.left_handed).unwrap();
+            let tolerance = golfdb_tolerance(&truth);
+            let (with, without) = (pressed.events.address.frame, plain.events.address.frame);
+            assert!(
+                with.abs_diff(without) <= tolerance,
+                "seed {seed}: address at frame {with} after a press, {without} without \
+                 (truth {}, tolerance {tolerance})",
+                truth.address.frame
+            );
+            tested += 1;
+        }
+        assert!(tested >= 10, "only {tested} seeds with room for a press");
     }
 
     #[test]
