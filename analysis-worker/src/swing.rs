@@ -462,13 +462,9 @@ fn find_events(track: &Track, view: CameraView) -> Result<[f64; 8], SwingError> 
     let address_range = above_jitter(ADDRESS_FIT, &from_rest);
     // After a press the takeaway starts from where the hands settled, not from
     // where they were at the clip's start; impact returns there.
-    let from_address: Vec<f64> = match settled_after_press(&from_rest, top_i, address_range) {
-        Some(settled) => {
-            let address_hands = median_point(settled.map(|i| hands[i]));
-            hands.iter().map(|h| h.dist(address_hands) / arm).collect()
-        }
-        None => from_rest.clone(),
-    };
+    let address_hands = settled_after_press(&from_rest, top_i, address_range)
+        .map_or(rest, |settled| median_point(settled.map(|i| hands[i])));
+    let from_address: Vec<f64> = hands.iter().map(|h| h.dist(address_hands) / arm).collect();
     let address = onset(&from_address[..=top_i], top_i, address_power, address_range).ok_or(
         SwingError::NoSwing("the golfer is not at rest before the takeaway"),
     )?;

@@ -120,9 +120,14 @@ fn synthetic_clip_decodes_and_the_motion_pass_finds_the_swing() {
 /// The swing window of the clip at `path`, from its frames at the size the
 /// worker's motion pass uses for a 16:9 clip.
 fn swing_window(path: &Path) -> Option<(f64, f64)> {
+    swing_window_of(&frames(path, 160, 90))
+}
+
+/// The swing window of frames decoded at 160x90.
+fn swing_window_of(frames: &[Frame]) -> Option<(f64, f64)> {
     let mut motion = MotionPass::new(160, 90);
-    for frame in frames(path, 160, 90) {
-        motion.push(&frame).unwrap();
+    for frame in frames {
+        motion.push(frame).unwrap();
     }
     motion.finish().unwrap().swing_window()
 }
@@ -253,8 +258,8 @@ fn hevc_main10_decodes_like_the_h264_source() {
         let mean = diff as f64 / a.rgb.len() as f64;
         assert!(mean < 4.0, "frame at {} s differs by {mean:.1}", a.time_s);
     }
-    let (start, end) = swing_window(&path).expect("swing in the H.264 clip");
-    let (hevc_start, hevc_end) = swing_window(&hevc).expect("swing in the HEVC clip");
+    let (start, end) = swing_window_of(&source).expect("swing in the H.264 clip");
+    let (hevc_start, hevc_end) = swing_window_of(&decoded).expect("swing in the HEVC clip");
     assert!(
         (start - hevc_start).abs() <= 0.1 && (end - hevc_end).abs() <= 0.1,
         "H.264 {start}-{end} s, HEVC {hevc_start}-{hevc_end} s"

@@ -164,8 +164,8 @@ fn print_layers(
     let times_us = |op: usize| profiles.iter().map(move |p| p[op].time.as_secs_f64() * 1e6);
     let ops: Vec<(&str, [f64; 2])> = (0..profiles[0].len())
         .map(|op| {
-            let min = times_us(op).fold(f64::INFINITY, f64::min);
-            (profiles[0][op].layer.as_str(), [median(times_us(op)), min])
+            let layer = profiles[0][op].layer.as_str();
+            (layer, [median(times_us(op)), fastest(times_us(op))])
         })
         .collect();
     let total: f64 = ops.iter().map(|(_, [us, _])| us).sum();
@@ -197,6 +197,11 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// The smallest of `values` (infinity for none).
+fn fastest(values: impl Iterator<Item = f64>) -> f64 {
+    values.fold(f64::INFINITY, f64::min)
+}
+
 /// The fastest and the median single inference of a round, in ms.
 #[derive(Clone, Copy)]
 struct Single {
@@ -207,7 +212,7 @@ struct Single {
 impl Single {
     fn of(times: Vec<f64>) -> Self {
         Self {
-            fastest: times.iter().copied().fold(f64::INFINITY, f64::min),
+            fastest: fastest(times.iter().copied()),
             median: median(times.into_iter()),
         }
     }
@@ -215,10 +220,7 @@ impl Single {
     /// Over rounds: the fastest of all, and the median of the rounds' medians.
     fn over(rounds: &[Single]) -> Self {
         Self {
-            fastest: rounds
-                .iter()
-                .map(|r| r.fastest)
-                .fold(f64::INFINITY, f64::min),
+            fastest: fastest(rounds.iter().map(|r| r.fastest)),
             median: median(rounds.iter().map(|r| r.median)),
         }
     }
