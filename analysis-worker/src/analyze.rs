@@ -58,7 +58,8 @@ pub fn analyze_video(
         info.width, info.height, info.codec, info.fps, info.duration_s, info.rotation
     );
     let (mw, mh) = fit_within(info.width, info.height, MOTION_SIDE);
-    let mut motion = MotionPass::new(mw, mh);
+    let mut motion = MotionPass::new(mw, mh)?;
+    let motion_device = motion.device_name();
     let frames = decode_ahead(reader.draft(), (mw, mh), (0.0, f64::INFINITY), |frame| {
         motion.push(&frame)
     })?;
@@ -74,7 +75,7 @@ pub fn analyze_video(
         "no motion that could be a swing in the video",
     ))?;
     eprintln!(
-        "analyze: motion pass over {frames} frames in {:.2} s; swing window {:.2}-{:.2} s",
+        "analyze: motion pass ({motion_device}) over {frames} frames in {:.2} s; swing window {:.2}-{:.2} s",
         started.elapsed().as_secs_f64(),
         window.0,
         window.1

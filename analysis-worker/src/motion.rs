@@ -27,6 +27,9 @@ pub struct MotionPass {
     device: Device,
     width: usize,
     height: usize,
+    /// Pixels in each cell (fewer in the last row and column when the frame
+    /// size is not a multiple of [`CELL`]), shape (cells_y, cells_x).
+    cell_pixels: Tensor,
     pending: Vec<u8>,
     pending_times: Vec<f64>,
     previous: Option<Tensor>,
@@ -51,11 +54,22 @@ pub struct MotionSummary {
 }
 
 impl MotionPass {
-    pub fn new(width: u32, height: u32) -> Self {
-        MotionPass {
-            device: compute_device(),
-            width: width as usize,
-            height: height as usize,
+    pub fn new(width: u32, height: u32) -> Result<Self, Error> {
+        let device = compute_device();
+        let (w, h) = (width as usize, height as usize);
+        let (cells_x, cells_y) = (w.div_ceil(CELL), h.div_ceil(CELL));
+        let pixels: Vec<f32> = (0..cells_y * cells_x)
+            .map(|c| {
+                let (y, x) = (c / cells_x * CELL, c % cells_x * CELL);
+                (CELL.min(h - y) * CELL.min(w - x)) as f32
+            })
+            .collect();
+        let cell_pixels = Tensor::from_vec(pixels, (cells_y, cells_x), &device)?;
+        Ok(MotionPass {
+            device,
+            width: w,
+            height: h,
+            cell_pixels,
             pending: Vec::new(),
             pending_times: Vec::new(),
             previous: None,
@@ -63,6 +77,15 @@ impl MotionPass {
             energy: Vec::new(),
             cell_energy: Vec::new(),
             batch_maps: Vec::new(),
+        })
+    }
+
+    /// Where the tensor ops run, for progress lines: `cpu` or `cuda:N`.
+    pub fn device_name(&self) -> String {
+        match self.device.location() {
+            candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+            candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+            candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
         }
     }
 
@@ -97,20 +120,18 @@ impl MotionPass {
         let sequence = Tensor::cat(&[&first, &grey], 0)?;
         let diff = (sequence.narrow(0, 1, n)? - sequence.narrow(0, 0, n)?)?.abs()?;
         self.energy.extend(diff.mean((1, 2))?.to_vec1::<f32>()?);
+        // Mean |difference| per cell, on the compute device: zero-pad to whole
+        // cells, sum each, divide by the pixels the cell really holds.
         let (cells_x, cells_y) = (w.div_ceil(CELL), h.div_ceil(CELL));
-        for frame in diff.to_vec3::<f32>()? {
-            let mut cells = vec![0f32; cells_x * cells_y];
-            let mut counts = vec![0f32; cells_x * cells_y];
-            for (y, row) in frame.iter().enumerate() {
-                for (x, d) in row.iter().enumerate() {
-                    let c = (y / CELL) * cells_x + x / CELL;
-                    cells[c] += d;
-                    counts[c] += 1.0;
-                }
-            }
-            self.cell_energy
-                .extend(cells.iter().zip(&counts).map(|(s, n)| s / n));
-        }
+        let cell_sums = diff
+            .pad_with_zeros(1, 0, cells_y * CELL - h)?
+            .pad_with_zeros(2, 0, cells_x * CELL - w)?
+            .reshape((n, cells_y, CELL, cells_x, CELL))?
+            .sum(4)?
+            .sum(2)?;
+        let cell_means = cell_sums.broadcast_div(&self.cell_pixels)?;
+        self.cell_energy
+            .extend(cell_means.flatten_all()?.to_vec1::<f32>()?);
         let map = diff.sum(0)?.flatten_all()?.to_vec1::<f32>()?;
         self.batch_maps.push((self.times.len(), map));
         self.times.append(&mut self.pending_times);
@@ -342,7 +363,7 @@ mod tests {
     #[test]
     fn finds_the_moving_burst_and_where_it_is() {
         let (w, h) = (80, 40);
-        let mut pass = MotionPass::new(w, h);
+        let mut pass = MotionPass::new(w, h).unwrap();
         for i in 0..150usize {
             pass.push(&frame(i, w, h, Some(square_x(i)))).unwrap();
         }
@@ -367,7 +388,7 @@ mod tests {
     #[test]
     fn the_region_ignores_shaking_background_edges() {
         let (w, h) = (80, 40);
-        let mut pass = MotionPass::new(w, h);
+        let mut pass = MotionPass::new(w, h).unwrap();
         for i in 0..150usize {
             let mut f = frame(i, w, h, Some(square_x(i)));
             // A horizon across the whole frame, its edge flickering with camera shake.
@@ -388,6 +409,26 @@ mod tests {
     }
 
     #[test]
+    fn cells_cut_by_the_frame_edge_are_means_over_their_own_pixels() {
+        // 20x12 frames: cells of 8x8, 8x4 (last column), 4x8 (last row) and 4x4.
+        let (w, h) = (20, 12);
+        let mut pass = MotionPass::new(w, h).unwrap();
+        for (i, grey) in [40u8, 50].into_iter().enumerate() {
+            let mut f = frame(i, w, h, None);
+            f.rgb.fill(grey);
+            pass.push(&f).unwrap();
+        }
+        let summary = pass.finish().unwrap();
+        assert_eq!(summary.cell_energy.len(), 2 * 3 * 2);
+        let (first, second) = summary.cell_energy.split_at(6);
+        assert!(first.iter().all(|&e| e == 0.0), "{first:?}");
+        assert!(
+            second.iter().all(|&e| (e - 10.0).abs() < 1e-3),
+            "every cell changed by 10 grey levels: {second:?}"
+        );
+    }
+
+    #[test]
     fn central_span_drops_the_thin_tails() {
         let mass = [1.0, 0.0, 10.0, 30.0, 40.0, 10.0, 0.0, 1.0];
         assert_eq!(central_span(&mass, 0.9), Some((2, 5)));
@@ -396,7 +437,7 @@ mod tests {
 
     #[test]
     fn a_still_video_has_no_swing_window() {
-        let mut pass = MotionPass::new(32, 32);
+        let mut pass = MotionPass::new(32, 32).unwrap();
         for i in 0..40 {
             pass.push(&frame(i, 32, 32, Some(5))).unwrap();
         }

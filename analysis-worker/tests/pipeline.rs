@@ -80,7 +80,7 @@ fn synthetic_clip_decodes_and_the_motion_pass_finds_the_swing() {
     assert!((info.fps - 30.0).abs() < 1.0, "{}", info.fps);
     assert_eq!(info.codec, "h264");
 
-    let mut motion = MotionPass::new(80, 60);
+    let mut motion = MotionPass::new(80, 60).unwrap();
     let mut times = Vec::new();
     let count = reader
         .decode(
@@ -125,7 +125,7 @@ fn swing_window(path: &Path) -> Option<(f64, f64)> {
 
 /// The swing window of frames decoded at 160x90.
 fn swing_window_of(frames: &[Frame]) -> Option<(f64, f64)> {
-    let mut motion = MotionPass::new(160, 90);
+    let mut motion = MotionPass::new(160, 90).unwrap();
     for frame in frames {
         motion.push(frame).unwrap();
     }
