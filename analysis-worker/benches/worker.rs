@@ -1,10 +1,12 @@
 //! Benchmarks that print ratios (not timed tests):
 //! 1. PCE per event of the event logic on a larger set of synthetic trajectories;
 //! 2. whole-clip `analyze` of a 1080p 30 fps 6 s synthetic clip against
-//!    `ffmpeg -i clip -f null -` and against the clip's duration, with peak RSS.
+//!    `ffmpeg -i clip -f null -` and against the clip's duration, with peak RSS;
+//!    built with `cuda`, also against the same build with the GPU hidden.
 //!
 //! Run with `cargo bench -p golftracker-worker`. The model is taken from
-//! `GOLFTRACKER_BENCH_MODEL` or the `cargo xtask models` cache.
+//! `GOLFTRACKER_BENCH_MODEL` or the `cargo xtask models` cache; the worker
+//! binary from `GOLFTRACKER_BENCH_WORKER` or this build.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -76,7 +78,10 @@ fn model_path() -> Option<PathBuf> {
 }
 
 fn clip_benchmark(dir: &Path) {
-    let worker = env!("CARGO_BIN_EXE_golftracker-worker");
+    // A bundle for another machine (gpu/run-bench.sh) points at its own copy.
+    let worker = std::env::var("GOLFTRACKER_BENCH_WORKER")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_golftracker-worker").to_string());
+    let worker = worker.as_str();
     let seconds = 6.0;
     let (synth_s, ok, _) = measure(Command::new(worker).args([
         "synth",
@@ -108,51 +113,82 @@ fn clip_benchmark(dir: &Path) {
     if let Some(model) = &model {
         analyze.arg("--model").arg(model);
     }
+    // The same build with the GPU hidden: what the `cuda` feature buys.
+    let mut analyze_on_cpu = Command::new(worker);
+    analyze_on_cpu
+        .args(analyze.get_args())
+        .env("CUDA_VISIBLE_DEVICES", "");
     let mut ffmpeg = Command::new("ffmpeg");
     ffmpeg
         .args(["-v", "error", "-i"])
         .arg(&clip)
         .args(["-f", "null", "-"]);
-    // In turns, so that a machine shared with other work slows both alike;
+    let have_ffmpeg = Command::new("ffmpeg")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_ffmpeg {
+        println!("  (no ffmpeg CLI on PATH: no decode comparison)");
+    }
+    // In turns, so that a machine shared with other work slows all alike;
     // medians, so that one disturbed run does not move the figures.
-    let (mut ffmpeg_runs, mut analyze_runs) = (Vec::new(), Vec::new());
+    let (mut ffmpeg_runs, mut analyze_runs, mut cpu_runs) = (Vec::new(), Vec::new(), Vec::new());
     let mut analyze_ok = true;
     for _ in 0..CLIP_RUNS {
-        let (seconds, ok, rss) = measure(&mut ffmpeg);
-        assert!(ok, "ffmpeg failed");
-        ffmpeg_runs.push((seconds, rss));
+        if have_ffmpeg {
+            let (seconds, ok, rss) = measure(&mut ffmpeg);
+            assert!(ok, "ffmpeg failed");
+            ffmpeg_runs.push((seconds, rss));
+        }
         let (seconds, ok, rss) = measure(&mut analyze);
         analyze_ok &= ok;
         analyze_runs.push((seconds, rss));
+        if cfg!(feature = "cuda") {
+            let (seconds, ok, rss) = measure(&mut analyze_on_cpu);
+            analyze_ok &= ok;
+            cpu_runs.push((seconds, rss));
+        }
     }
-    let ratios: Vec<f64> = analyze_runs
-        .iter()
-        .zip(&ffmpeg_runs)
-        .map(|(a, f)| a.0 / f.0)
-        .collect();
-    let (ffmpeg_s, analyze_s) = (
-        median(&ffmpeg_runs, |r| r.0),
-        median(&analyze_runs, |r| r.0),
-    );
     let peak = |runs: &[(f64, f64)]| runs.iter().map(|r| r.1).fold(0.0, f64::max);
+    let ratio = |a: &[(f64, f64)], b: &[(f64, f64)]| {
+        let ratios: Vec<f64> = a.iter().zip(b).map(|(a, b)| a.0 / b.0).collect();
+        median(&ratios, |r| *r)
+    };
+    let analyze_s = median(&analyze_runs, |r| r.0);
     let what = if analyze_ok {
         "analyze (decode, motion pass, pose, events, report)"
     } else {
         "analyze FAILED (no model? see its stderr above)"
     };
     println!("medians of {CLIP_RUNS} runs, taken in turns:");
-    println!(
-        "  ffmpeg -i clip -f null -: {ffmpeg_s:.2} s, peak RSS {:.0} MiB",
-        peak(&ffmpeg_runs)
-    );
+    if have_ffmpeg {
+        println!(
+            "  ffmpeg -i clip -f null -: {:.2} s, peak RSS {:.0} MiB",
+            median(&ffmpeg_runs, |r| r.0),
+            peak(&ffmpeg_runs)
+        );
+    }
     println!(
         "  {what}: {analyze_s:.2} s, peak RSS {:.0} MiB",
         peak(&analyze_runs)
     );
-    println!(
-        "  ratio analyze / ffmpeg decode: {:.2}",
-        median(&ratios, |r| *r)
-    );
+    if !cpu_runs.is_empty() {
+        println!(
+            "  the same with CUDA_VISIBLE_DEVICES=\"\" (motion pass on the CPU): {:.2} s, peak RSS {:.0} MiB",
+            median(&cpu_runs, |r| r.0),
+            peak(&cpu_runs)
+        );
+        println!(
+            "  ratio analyze / analyze with the GPU hidden: {:.2}",
+            ratio(&analyze_runs, &cpu_runs)
+        );
+    }
+    if have_ffmpeg {
+        println!(
+            "  ratio analyze / ffmpeg decode: {:.2}",
+            ratio(&analyze_runs, &ffmpeg_runs)
+        );
+    }
     println!(
         "  ratio analyze / clip duration: {:.2} (≤ 1 is real time)",
         analyze_s / seconds
