@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the worker with the `cuda` feature on a machine without a GPU or a CUDA
 # toolkit (this project's CI and dev machines), for running on a GPU machine:
-#   build-cuda.sh                 build golftracker-worker and the worker bench
-#   build-cuda.sh --bundle DIR    also pack them for a GPU machine (see run-bench.sh)
+#   build-cuda.sh                 build golftracker-worker, the worker bench and the lib tests
+#   build-cuda.sh --bundle DIR    also pack the worker, bench and model for a GPU machine
+#   build-cuda.sh --tests DIR     also pack the lib tests (what run-bench.sh runs is what
+#                                 the directory holds; one bundle alone fits a 64 MiB copy)
 # What it needs, cached outside the clone ($GOLFTRACKER_CACHE, default ~/.cache/golftracker):
 # - nvcc and the CUDA headers from NVIDIA's PyPI wheels (cuda-toolchain.txt, hash-checked);
 # - link stubs for the CUDA libraries candle links (driver, cuBLAS, cuRAND, NVRTC), as
@@ -16,11 +18,12 @@ root=$(cd "$here/../.." && pwd)
 cache=${GOLFTRACKER_CACHE:-$HOME/.cache/golftracker}
 toolkit="$cache/cuda/13.0.88"
 cu="$toolkit/nvidia/cu13"
-bundle=""
+bundle="" tests=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --bundle) bundle=$2; shift 2 ;;
-    *) echo "usage: $0 [--bundle DIR]" >&2; exit 2 ;;
+    --tests) tests=$2; shift 2 ;;
+    *) echo "usage: $0 [--bundle DIR] [--tests DIR]" >&2; exit 2 ;;
   esac
 done
 
@@ -69,32 +72,45 @@ fi
 export PATH="$cu/bin:$PATH" CUDA_ROOT="$cu" CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 cd "$root"
 cargo build --release --locked -p golftracker-worker --features cuda --bin golftracker-worker
-bench=$(cargo bench --locked --no-run -p golftracker-worker --features cuda --bench worker \
-  --message-format=json | python3 -c 'import json,sys
+# The executable cargo built for a target of this kind ("bench", or "lib" built as a test).
+executable() {
+  python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["kind"] == ["bench"]: print(m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m["target"]["kind"] == [sys.argv[1]] and m.get("executable"): print(m["executable"])' "$1"
+}
+bench=$(cargo bench --locked --no-run -p golftracker-worker --features cuda --bench worker \
+  --message-format=json | executable bench)
+lib_tests=$(cargo test --release --locked --no-run -p golftracker-worker --features cuda --lib \
+  --message-format=json | executable lib)
 target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 worker="$target/release/golftracker-worker"
-echo "[cuda] built $worker (compute capability $CUDA_COMPUTE_CAP) and $bench"
-[ -n "$bundle" ] || exit 0
+echo "[cuda] built (compute capability $CUDA_COMPUTE_CAP) $worker, $bench and $lib_tests"
 
-# The bundle: binaries, their FFmpeg libraries (GPU machines rarely have Debian 12's
-# FFmpeg 5.1), the pose model and the run script, xz-compressed. The C/C++ runtime
-# and the CUDA libraries come from the GPU machine.
-mkdir -p "$bundle"
-libs=$(mktemp -d)
-ldd "$worker" | awk '$3 ~ /^\// { print $3 }' |
-  grep -v -E '/(libc|libm|libpthread|libdl|librt|libresolv|libgcc_s|libstdc\+\+|ld-linux-x86-64)\.so' |
-  while read -r lib; do cp -L "$lib" "$libs/"; done
-tar cf - -C "$libs" . | xz -T0 -9 > "$bundle/libs.tar.xz"
-rm -rf "$libs"
-xz -T0 -9 -c "$worker" > "$bundle/golftracker-worker.xz"
-xz -T0 -9 -c "$bench" > "$bundle/worker-bench.xz"
-model=$(ls "$cache"/models/*/blazepose_full.safetensors 2>/dev/null | tail -1)
-[ -n "$model" ] || { echo "no pose model in $cache/models: run cargo xtask models" >&2; exit 1; }
-xz -T0 -9 -c "$model" > "$bundle/blazepose_full.safetensors.xz"
-cp "$here/run-bench.sh" "$bundle/"
-clip="$root/../shared/data/golf-swing-dtl.mp4"
-if [ -f "$clip" ]; then cp "$clip" "$bundle/"; fi
-du -sh "$bundle"
+# A bundle: the binaries, their FFmpeg libraries (GPU machines rarely have Debian 12's
+# FFmpeg 5.1) and the run script, xz-compressed. The C/C++ runtime and the CUDA
+# libraries come from the GPU machine.
+pack() { # DIR BINARY...
+  local dir=$1 libs; shift
+  mkdir -p "$dir"
+  libs=$(mktemp -d)
+  ldd "${1%%=*}" | awk '$3 ~ /^\// { print $3 }' |
+    grep -v -E '/(libc|libm|libpthread|libdl|librt|libresolv|libgcc_s|libstdc\+\+|ld-linux-x86-64)\.so' |
+    while read -r lib; do cp -L "$lib" "$libs/"; done
+  tar cf - -C "$libs" . | xz -T0 -9 > "$dir/libs.tar.xz"
+  rm -rf "$libs"
+  for binary in "$@"; do xz -T0 -9 -c "${binary%%=*}" > "$dir/${binary#*=}.xz"; done
+  cp "$here/run-bench.sh" "$dir/"
+}
+if [ -n "$tests" ]; then
+  pack "$tests" "$lib_tests=worker-tests"
+  du -sh "$tests"
+fi
+if [ -n "$bundle" ]; then
+  model=$(ls "$cache"/models/*/blazepose_full.safetensors 2>/dev/null | tail -1)
+  [ -n "$model" ] || { echo "no pose model in $cache/models: run cargo xtask models" >&2; exit 1; }
+  pack "$bundle" "$worker=golftracker-worker" "$bench=worker-bench" "$model=blazepose_full.safetensors"
+  clip="$root/../shared/data/golf-swing-dtl.mp4"
+  if [ -f "$clip" ]; then cp "$clip" "$bundle/"; fi
+  du -sh "$bundle"
+fi

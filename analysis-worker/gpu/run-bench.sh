@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs on a GPU machine, in a bundle made by `build-cuda.sh --bundle DIR`:
-#   run-bench.sh          the real clip (if bundled) with the GPU and with it hidden,
-#                         in turns, then the worker benchmark (cargo bench's binary)
+# Runs on a GPU machine, in a bundle made by build-cuda.sh:
+#   run-bench.sh          what the bundle holds: the motion pass's unit tests (--tests
+#                         bundle); the real clip (if bundled) with the GPU and with it
+#                         hidden, in turns, then the worker benchmark (--bundle bundle)
 #   run-bench.sh jit      where a fresh process's first GPU seconds go (the driver
 #                         compiling candle's PTX, cached in CUDA_CACHE_PATH)
 # Needs the NVIDIA driver, the CUDA 13 cuBLAS and cuRAND libraries (found under
@@ -14,12 +15,17 @@ W=${TMPDIR:-/tmp}/golftracker-gpu
 mkdir -p "$W/lib"
 unxz() { python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],'wb'))" "$@"; }
 python3 -c "import tarfile,sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" libs.tar.xz "$W/lib"
-unxz golftracker-worker.xz "$W/golftracker-worker"
-unxz worker-bench.xz "$W/worker-bench"
-unxz blazepose_full.safetensors.xz "$W/blazepose_full.safetensors"
-chmod +x "$W/golftracker-worker" "$W/worker-bench"
+for packed in *.xz; do
+  [ "$packed" = libs.tar.xz ] || unxz "$packed" "$W/${packed%.xz}"
+done
+chmod +x "$W"/golftracker-worker "$W"/worker-* 2>/dev/null
 dir_of() { dirname "$(find /opt /usr/local /usr/lib -name "$1" 2>/dev/null | head -1)"; }
 export LD_LIBRARY_PATH="$W/lib:$(dir_of libcublas.so.13):$(dir_of libcurand.so.10):${LD_LIBRARY_PATH:-}"
+if [ -f "$W/worker-tests" ]; then
+  ldd "$W/worker-tests" | grep -E 'not found|libcuda|cublas|curand'
+  "$W/worker-tests" motion:: --nocapture
+  exit $?
+fi
 ldd "$W/golftracker-worker" | grep -E 'not found|libcuda|cublas|curand'
 model="$W/blazepose_full.safetensors"
 

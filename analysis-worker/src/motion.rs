@@ -364,6 +364,8 @@ mod tests {
     fn finds_the_moving_burst_and_where_it_is() {
         let (w, h) = (80, 40);
         let mut pass = MotionPass::new(w, h).unwrap();
+        // Shown with --nocapture: which device a cuda build's tests ran on.
+        eprintln!("motion pass on {}", pass.device_name());
         for i in 0..150usize {
             pass.push(&frame(i, w, h, Some(square_x(i)))).unwrap();
         }
