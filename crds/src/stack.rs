@@ -360,7 +360,9 @@ pub struct WorkerSpec {
     /// CPU/memory requests and limits of the worker container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// NVIDIA GPUs per worker (`nvidia.com/gpu`); 0 runs on CPU.
+    /// NVIDIA GPUs per worker (`nvidia.com/gpu`); 0 runs on CPU. Only an image built with
+    /// the worker's `cuda` feature uses it, and only for the motion pass: measured
+    /// slower than the CPU so far (see the README's GPU section), so keep 0.
     #[serde(default)]
     #[schemars(range(min = 0, max = 16))]
     pub gpu: i32,

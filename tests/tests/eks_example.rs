@@ -63,7 +63,7 @@ fn irsa_roles_belong_to_the_chart_and_the_stacks_worker() {
 }
 
 #[test]
-fn gpu_spot_node_group_is_what_the_workers_select_and_tolerate() {
+fn spot_node_group_is_what_the_workers_select_and_tolerate() {
     let cluster = yaml("examples/eks/cluster.yaml");
     let stack = yaml("examples/production-stack.yaml");
     let worker = &stack["spec"]["worker"];
@@ -88,7 +88,13 @@ fn gpu_spot_node_group_is_what_the_workers_select_and_tolerate() {
             .contains(instance_type),
         "{instance_type} is not in the node group"
     );
-    assert!(worker["gpu"].as_i64().unwrap() > 0);
+    // GPU nodes (tainted nvidia.com/gpu) exactly when the workers ask for GPUs.
+    let gpu_nodes = group["taints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["key"] == "nvidia.com/gpu");
+    assert_eq!(gpu_nodes, worker["gpu"].as_i64().unwrap_or(0) > 0);
 
     // Every taint of the node group is tolerated by the workers.
     let tolerations = worker["spot"]["tolerations"].as_array().unwrap();

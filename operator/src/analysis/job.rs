@@ -450,7 +450,10 @@ mod tests {
             .limits
             .as_ref()
             .unwrap();
-        assert_eq!(limits["nvidia.com/gpu"], Quantity("1".into()));
+        assert!(
+            !limits.contains_key("nvidia.com/gpu"),
+            "the example runs on CPU"
+        );
         let affinity = pod
             .affinity
             .as_ref()
@@ -492,6 +495,19 @@ mod tests {
                 .unwrap()
                 .ends_with("/0f8c2d4e-1111-2222-3333-444455556666/")
         );
+    }
+
+    #[test]
+    fn a_gpu_worker_gets_nvidia_gpu_limits_next_to_its_own() {
+        let (analysis, mut stack) = fixtures();
+        stack.spec.worker.gpu = 2;
+        let job = job_for_analysis(&analysis, &stack, &JobOptions::default()).unwrap();
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let resources = pod.containers[0].resources.clone().unwrap();
+        let limits = resources.limits.unwrap();
+        assert_eq!(limits["nvidia.com/gpu"], Quantity("2".into()));
+        assert_eq!(limits["memory"], Quantity("1Gi".into()));
+        assert_eq!(resources.requests.unwrap()["cpu"], Quantity("2".into()));
     }
 
     #[test]
