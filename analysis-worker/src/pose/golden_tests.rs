@@ -175,3 +175,71 @@ fn blazepose_matches_litert_on_a_real_photo() {
         );
     }
 }
+
+/// The same input gives the same output bits whatever the thread count: a
+/// report must not change with the node a worker lands on (the tracked crop
+/// feeds each frame's landmarks into the next frame's input, so any
+/// difference grows over a clip).
+#[test]
+fn outputs_do_not_depend_on_the_thread_count() {
+    let dir = models_dir();
+    let weights = std::fs::read(dir.join("blazepose_full.safetensors"))
+        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask models`)", dir.display()));
+    let model = BlazePose::from_safetensors(&weights).expect("load weights");
+    let frame = golden_frame(&dir);
+    let side = frame.width.max(frame.height) as f32;
+    let window = RotatedRect {
+        cx: frame.width as f32 / 2.0,
+        cy: frame.height as f32 / 2.0,
+        width: side,
+        height: side,
+        rotation: 0.0,
+    };
+    let detector_input = crop(&frame, window, 224, (-1.0, 1.0)).expect("detector input");
+    let rect = model
+        .detect(&frame, None)
+        .expect("detect")
+        .expect("the detector finds the person");
+    let landmark_input = crop(&frame, rect, 256, (0.0, 1.0)).expect("landmark input");
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("thread pool");
+        pool.install(|| {
+            let (boxes, scores) = model
+                .run_detector(detector_input.clone())
+                .expect("detector");
+            let (landmarks, presence) = model
+                .run_landmarks(landmark_input.clone())
+                .expect("landmarks");
+            (boxes, scores, landmarks, presence)
+        })
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let one = run(1);
+    for threads in [2, 3, 4] {
+        let many = run(threads);
+        assert_eq!(
+            bits(&one.0),
+            bits(&many.0),
+            "detector boxes, {threads} threads"
+        );
+        assert_eq!(
+            bits(&one.1),
+            bits(&many.1),
+            "detector scores, {threads} threads"
+        );
+        assert_eq!(
+            bits(&one.2),
+            bits(&many.2),
+            "landmarks, {threads} threads: max |Δ| {:.2e}",
+            max_abs_diff(&one.2, &many.2)
+        );
+        assert_eq!(
+            one.3.to_bits(),
+            many.3.to_bits(),
+            "presence, {threads} threads"
+        );
+    }
+}

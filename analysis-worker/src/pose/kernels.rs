@@ -145,6 +145,15 @@ const LANES: usize = 16;
 /// small late layers costs more in synchronisation than it saves.
 const PARALLEL_MATMUL_MACS: usize = 1 << 19;
 
+/// Longest stretch of K one gemm call sums. gemm cuts K into blocks whose
+/// size depends on the call's whole shape (512 for blocks of at most 64×64,
+/// balanced blocks of 512 or more otherwise), and each block's sum is added
+/// to the output in turn: with a longer K the rounding, and so the output,
+/// would depend on how the thread count splits the matmul. Slices of K at
+/// fixed places, each short enough for gemm to sum in one block, keep the
+/// output the same bits on any number of threads.
+const MAX_GEMM_K: usize = 512;
+
 /// Below this many pixels a large matmul is split by output channels
 /// instead of pixels: a band of pixels would read (and gemm pack) the whole
 /// weight matrix for a few rows, the main cost of the small late layers with
@@ -237,30 +246,35 @@ impl Block {
         if rows == 0 || columns == 0 {
             return;
         }
-        // SAFETY: the caller's contract; with `read_dst` false gemm only writes
-        // `out` (the block, at row stride `n`).
-        unsafe {
-            gemm::gemm(
-                rows,
-                columns,
-                k,
-                out.add(self.rows.start * n + self.columns.start),
-                1,
-                n as isize,
-                false,
-                lhs[self.rows.start * k..].as_ptr(),
-                1,
-                k as isize,
-                weights[self.columns.start..].as_ptr(),
-                1,
-                n as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
+        // Slices of K at places that depend on `k` alone; see [`MAX_GEMM_K`].
+        let slices = k.div_ceil(MAX_GEMM_K).max(1);
+        for slice in 0..slices {
+            let (from, to) = (k * slice / slices, k * (slice + 1) / slices);
+            // SAFETY: the caller's contract; the first slice only writes `out`
+            // (the block, at row stride `n`), the others add to what it wrote.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    columns,
+                    to - from,
+                    out.add(self.rows.start * n + self.columns.start),
+                    1,
+                    n as isize,
+                    slice > 0,
+                    lhs[self.rows.start * k + from..].as_ptr(),
+                    1,
+                    k as isize,
+                    weights[from * n + self.columns.start..].as_ptr(),
+                    1,
+                    n as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
         }
     }
 
