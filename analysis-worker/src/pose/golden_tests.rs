@@ -86,16 +86,18 @@ fn golden_frame(dir: &Path) -> Frame {
     }
 }
 
-#[test]
-fn blazepose_matches_litert_on_a_real_photo() {
+/// The models directory, the model from it and the golden frame.
+fn model_and_frame() -> (PathBuf, BlazePose, Frame) {
     let dir = models_dir();
     let weights = std::fs::read(dir.join("blazepose_full.safetensors"))
         .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask models`)", dir.display()));
     let model = BlazePose::from_safetensors(&weights).expect("load weights");
     let frame = golden_frame(&dir);
-    let scratch = tempfile::tempdir().expect("temp dir");
+    (dir, model, frame)
+}
 
-    // Detector, on the letterboxed frame.
+/// The detector's input: the whole frame, letterboxed to 224×224.
+fn detector_input(frame: &Frame) -> Tensor {
     let side = frame.width.max(frame.height) as f32;
     let window = RotatedRect {
         cx: frame.width as f32 / 2.0,
@@ -104,7 +106,15 @@ fn blazepose_matches_litert_on_a_real_photo() {
         height: side,
         rotation: 0.0,
     };
-    let input = crop(&frame, window, 224, (-1.0, 1.0)).expect("detector input");
+    crop(frame, window, 224, (-1.0, 1.0)).expect("detector input")
+}
+
+#[test]
+fn blazepose_matches_litert_on_a_real_photo() {
+    let (dir, model, frame) = model_and_frame();
+    let scratch = tempfile::tempdir().expect("temp dir");
+
+    let input = detector_input(&frame);
     let (boxes, scores) = model.run_detector(input.clone()).expect("candle detector");
     let reference = litert(&dir.join("detector.tflite"), &input, scratch.path());
     let box_error = max_abs_diff(&boxes, &output(&reference, "Identity"));
@@ -182,20 +192,8 @@ fn blazepose_matches_litert_on_a_real_photo() {
 /// difference grows over a clip).
 #[test]
 fn outputs_do_not_depend_on_the_thread_count() {
-    let dir = models_dir();
-    let weights = std::fs::read(dir.join("blazepose_full.safetensors"))
-        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask models`)", dir.display()));
-    let model = BlazePose::from_safetensors(&weights).expect("load weights");
-    let frame = golden_frame(&dir);
-    let side = frame.width.max(frame.height) as f32;
-    let window = RotatedRect {
-        cx: frame.width as f32 / 2.0,
-        cy: frame.height as f32 / 2.0,
-        width: side,
-        height: side,
-        rotation: 0.0,
-    };
-    let detector_input = crop(&frame, window, 224, (-1.0, 1.0)).expect("detector input");
+    let (_, model, frame) = model_and_frame();
+    let detector_input = detector_input(&frame);
     let rect = model
         .detect(&frame, None)
         .expect("detect")
