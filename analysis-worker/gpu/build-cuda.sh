@@ -44,9 +44,13 @@ if [ ! -x "$cu/bin/nvcc" ]; then
   rm -rf "$toolkit"; mv "$toolkit.partial" "$toolkit"
 fi
 
+# cudarc's sources (for the stubs) and cargo's target directory, from one metadata call.
+{ read -r cudarc_src; read -r target; } < <(cd "$root" &&
+  cargo metadata --format-version 1 --locked --features golftracker-worker/cuda |
+  python3 -c 'import json,sys,os; m=json.load(sys.stdin)
+print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"] if p["name"] == "cudarc"))
+print(m["target_directory"])')
 # Link stubs, regenerated when cudarc (and so the declared functions) changes.
-cudarc_src=$(cd "$root" && cargo metadata --format-version 1 --locked --features golftracker-worker/cuda |
-  python3 -c 'import json,sys,os; m=json.load(sys.stdin); print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"] if p["name"]=="cudarc"))')
 stubs="$cu/lib/stubs"
 if [ "$(cat "$stubs/.cudarc" 2>/dev/null)" != "$cudarc_src" ]; then
   echo "[cuda] link stubs from $cudarc_src"
@@ -83,7 +87,6 @@ bench=$(cargo bench --locked --no-run -p golftracker-worker --features cuda --be
   --message-format=json | executable bench)
 lib_tests=$(cargo test --release --locked --no-run -p golftracker-worker --features cuda --lib \
   --message-format=json | executable lib)
-target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 worker="$target/release/golftracker-worker"
 echo "[cuda] built (compute capability $CUDA_COMPUTE_CAP) $worker, $bench and $lib_tests"
 
