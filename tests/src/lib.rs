@@ -60,10 +60,11 @@ fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Binary `name` of workspace package `package`, built only when missing:
-/// `cargo test --workspace` (what CI runs) builds every binary of the workspace with
-/// the test run's features, and building here with `-p` would resolve other features
-/// and recompile half the dependency tree. After changing the operator, worker or CLI,
-/// run the tests with `--workspace` (or build that binary) so they test the new code.
+/// `cargo test --workspace` builds the binaries of the packages that have
+/// integration tests, not the others (the CLI, the operator), which are built here.
+/// The workspace-hack crate gives this `-p` build the test run's dependency
+/// features, so it compiles only the package itself. After changing the operator,
+/// worker or CLI, build that binary (or delete it) so the tests run the new code.
 fn package_binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
     let dir = target_bin_dir();
     let path = dir.join(name);
