@@ -12,6 +12,9 @@ cd "$(dirname "$0")"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 echo "cpus: $(nproc)"
 W=${TMPDIR:-/tmp}/golftracker-gpu
+# A fresh directory each run: a warm machine keeps /tmp, and a previous bundle's
+# worker-tests (or driver cache) would change what this run does and measures.
+rm -rf "$W"
 mkdir -p "$W/lib"
 unxz() { python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],'wb'))" "$@"; }
 python3 -c "import tarfile,sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" libs.tar.xz "$W/lib"

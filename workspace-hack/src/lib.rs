@@ -1,1 +1,1 @@
-// This is a stub lib.rs.
+// Empty on purpose: the crate exists for the dependencies in its Cargo.toml.
