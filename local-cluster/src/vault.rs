@@ -1,5 +1,10 @@
 //! Vault in dev mode: in memory, unsealed, a root token we choose. Nothing
 //! application-specific is configured here; the operator does that.
+//!
+//! The binary is Vault's `minimal` build (see `build-servers.sh`); the Kubernetes
+//! auth method and the PostgreSQL database plugin run as external plugins from the
+//! `plugins` folder next to it, which dev mode registers under their usual names
+//! on every start (a restarted, empty Vault has them again).
 
 use std::{
     collections::BTreeMap,
@@ -102,12 +107,23 @@ pub(crate) async fn start(
     let binary = binaries
         .get("vault")
         .ok_or_else(|| Error::BuildServers("build-servers.sh does not list vault".into()))?;
+    let plugins = binary
+        .parent()
+        .map(|folder| folder.join("plugins"))
+        .filter(|plugins| plugins.is_dir())
+        .ok_or_else(|| {
+            Error::BuildServers(format!(
+                "no plugins folder next to {}: rerun build-servers.sh vault",
+                binary.display()
+            ))
+        })?;
     let mut vault = ServerCommand::new("vault", binary, dir.join("vault.log"));
     vault.die_with_parent = die_with_parent;
     vault
         .command
         .args(["server", "-dev", "-dev-no-store-token"])
         .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+        .arg(format!("-dev-plugin-dir={}", plugins.display()))
         .env("VAULT_DEV_ROOT_TOKEN_ID", &endpoint.root_token)
         .env("HOME", dir);
     let mut vault = vault.spawn()?;
