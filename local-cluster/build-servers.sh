@@ -58,13 +58,6 @@ build_vault() {
     github.com/hashicorp/vault/plugins/database/postgresql/postgresql-database-plugin -ldflags="-s -w"
 }
 
-# One build at a time (parallel tests, `cargo xtask env up`, the background build
-# of `cargo xtask test`): a waiting caller then finds the binaries cached.
-if ! $print_only; then
-  exec 9>>"$bin/.build.lock"
-  flock 9
-fi
-
 for line in "${servers[@]}"; do
   read -r name dir pkg version extra_ldflags <<<"$line"
   if [ ${#wanted[@]} -gt 0 ] && [[ ! " ${wanted[*]} " == *" $name "* ]]; then continue; fi

@@ -3,9 +3,12 @@
 
 use std::{
     collections::BTreeMap,
+    fs::{File, OpenOptions},
     path::{Path, PathBuf},
     process::Command,
 };
+
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::Error;
 
@@ -27,8 +30,15 @@ pub fn ensure_go_servers(needed: &[&str]) -> Result<BTreeMap<String, PathBuf>, E
     if missing.is_empty() {
         return Ok(paths);
     }
-    // The script builds under a lock, so parallel tests, `cargo xtask env up` and
-    // the background build of `cargo xtask test` never build the same binary twice.
+    // Parallel tests (and a concurrent `cargo xtask env up`) must not build the
+    // same binary twice into the same file.
+    let lock_path = paths
+        .values()
+        .next()
+        .and_then(|path| path.parent())
+        .map(|bin| bin.join(".build.lock"))
+        .ok_or_else(|| Error::BuildServers("build-servers.sh --print listed nothing".into()))?;
+    let _lock = lock_file(&lock_path)?;
     eprintln!(
         "[local-cluster] building {} (first time only: minutes each on 2 cores)",
         missing.join(", ")
@@ -76,6 +86,28 @@ fn parse_server_list(listing: &str) -> BTreeMap<String, PathBuf> {
         .filter_map(|line| line.split_once(' '))
         .map(|(name, path)| (name.trim().to_owned(), PathBuf::from(path.trim())))
         .collect()
+}
+
+fn lock_file(path: &Path) -> Result<Flock<File>, Error> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            action: format!("create {}", dir.display()),
+            source,
+        })?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|source| Error::Io {
+            action: format!("open {}", path.display()),
+            source,
+        })?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| Error::Io {
+        action: format!("lock {}", path.display()),
+        source: errno.into(),
+    })
 }
 
 /// The directory with `initdb` and `postgres`: `$GOLFTRACKER_PG_BINDIR`, else the

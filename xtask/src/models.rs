@@ -69,14 +69,9 @@ golden/samples.jpg is from the npm package @vladmandic/human 3.3.6, MIT licence
 (golden/LICENSE-human), used only by the worker's golden test.
 ";
 
-/// `~/.cache/golftracker`: the models, the Go servers and CI's cargo output live there.
-pub fn cache_root() -> anyhow::Result<PathBuf> {
-    let home = std::env::var_os("HOME").context("HOME is not set")?;
-    Ok(PathBuf::from(home).join(".cache/golftracker"))
-}
-
 pub fn default_dir() -> anyhow::Result<PathBuf> {
-    Ok(cache_root()?.join("models"))
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    Ok(PathBuf::from(home).join(".cache/golftracker/models"))
 }
 
 /// The converted weights `run` prepares under `root`, what a stack's `worker.model.uri` names.
