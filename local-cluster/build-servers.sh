@@ -43,11 +43,12 @@ go_build() {
 
 # Vault with the `minimal` build tag leaves out the cloud auth methods, secrets
 # engines and storage backends (AWS, GCP, Azure, ...): its cold build on 2 cores
-# (modules downloaded too) takes 444 s instead of 875 s. It keeps the core (kv, the database secrets engine, tokens); the
-# two plugins we use beyond that are built from the versions Vault's go.mod pins
-# and run as external plugins: dev mode registers each file in the folder given
-# by -dev-plugin-dir under its file name, so `kubernetes` (auth) and
-# `postgresql-database-plugin` (database) keep their usual names.
+# (modules downloaded too) takes 444 s instead of 875 s. It keeps the core (kv,
+# the database secrets engine, tokens); the two plugins we use beyond that are
+# built from the versions Vault's go.mod pins and run as external plugins: dev
+# mode registers each file in the folder given by -dev-plugin-dir under its file
+# name, so `kubernetes` (auth) and `postgresql-database-plugin` (database) keep
+# their usual names.
 build_vault() {
   local folder=$1
   mkdir -p "$folder/plugins"

@@ -299,7 +299,7 @@ impl Block {
         let bias = &bias[self.columns.clone()];
         vectorized(
             #[inline(always)]
-            move || {
+            move |_| {
                 for row in self.rows.clone() {
                     let at = row * self.n + self.columns.start;
                     // SAFETY: the block's part of the row, written by gemm, ours alone.
@@ -325,17 +325,19 @@ impl Block {
 /// Runs `f` compiled for AVX-512 (or AVX2 + FMA) where the CPU has it: the
 /// crate is built without `-C target-cpu`, so loops only get wide vectors in
 /// such copies, chosen at run time. `f` and what it calls must be inlined.
+/// `f` is told whether it runs the AVX-512 copy, whose registers hold
+/// [`LANES`] values: a constant in each copy.
 #[inline(always)]
-fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+fn vectorized<R>(f: impl FnOnce(bool) -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f")]
-        fn avx512<R>(f: impl FnOnce() -> R) -> R {
-            f()
+        fn avx512<R>(f: impl FnOnce(bool) -> R) -> R {
+            f(true)
         }
         #[target_feature(enable = "avx2,fma")]
-        fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
+        fn avx2<R>(f: impl FnOnce(bool) -> R) -> R {
+            f(false)
         }
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports the feature the function is compiled for.
@@ -347,7 +349,7 @@ fn vectorized<R>(f: impl FnOnce() -> R) -> R {
             return unsafe { avx2(f) };
         }
     }
-    f()
+    f(false)
 }
 
 /// Element-wise sum of two same-shaped tensors, then the activation.
@@ -537,22 +539,6 @@ trait PixelGroups: Sync {
     }
 }
 
-/// Whether a chunk of [`LANES`] channels fits one vector register (AVX-512).
-/// With AVX2 it takes two, and the [`PIXELS`] accumulators of such a chunk
-/// fill all 16 registers, spilled around every weight load: chunks of 8
-/// channels keep accumulators, weights and inputs in registers (measured on
-/// the detector's layers of 28 to 112 pixels a row: 15 to 35 % faster).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn wide_vectors() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn wide_vectors() -> bool {
-    false
-}
-
 /// Runs `kernel` over every output row in parallel.
 fn sliding_window(
     input: &[f32],
@@ -575,7 +561,7 @@ fn sliding_window(
             .for_each_init(Vec::new, |sources, (oy, row)| {
                 vectorized(
                     #[inline(always)]
-                    || {
+                    |wide| {
                         let row = row.as_mut_ptr().cast::<f32>();
                         let input = InputRow {
                             input,
@@ -584,7 +570,7 @@ fn sliding_window(
                             zeros: &zeros,
                             oy,
                         };
-                        input.groups(kernel, row, out_shape, sources);
+                        input.groups(kernel, row, out_shape, sources, wide);
                     },
                 );
             });
@@ -609,6 +595,13 @@ impl InputRow<'_> {
     /// a fixed offset from the pixel; elsewhere (borders, and the last group,
     /// which repeats its last pixel) they come from a table, with the padding
     /// read from `zeros`.
+    ///
+    /// `wide`: a chunk of [`LANES`] channels is one register (AVX-512). With
+    /// AVX2 it takes two, and the [`PIXELS`] accumulators of such a chunk fill
+    /// all 16 registers, spilled around every weight load: groups inside the
+    /// input then go in chunks of 8 channels, which keep accumulators, weights
+    /// and inputs in registers (the detector's rows of 28 to 112 pixels: 15 to
+    /// 35 % faster).
     #[inline(always)]
     fn groups(
         &self,
@@ -616,6 +609,7 @@ impl InputRow<'_> {
         out: *mut f32,
         out_shape: Hwc,
         sources: &mut Vec<*const f32>,
+        wide: bool,
     ) {
         let (shape, window, oy) = (self.shape, self.window, self.oy);
         let c = shape.c;
@@ -641,7 +635,7 @@ impl InputRow<'_> {
                 let source = |g: usize, ky: usize, kx: usize| {
                     base.wrapping_add(ky * row_step + kx * c + g * pixel_step)
                 };
-                kernel.group(&rows, source, out, count, wide_vectors());
+                kernel.group(&rows, source, out, count, wide);
             } else {
                 // Tap-major: the pixels of one tap side by side.
                 sources.clear();
