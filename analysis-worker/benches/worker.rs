@@ -193,6 +193,13 @@ fn clip_benchmark(dir: &Path) {
         "  ratio analyze / clip duration: {:.2} (≤ 1 is real time)",
         analyze_s / seconds
     );
+    // A Job on a big node without a CPU limit runs as many threads as the
+    // node has cores; its memory must not grow with them.
+    let (_, ok, rss) = measure(analyze.env("RAYON_NUM_THREADS", MANY_THREADS.to_string()));
+    println!(
+        "  peak RSS with {MANY_THREADS} threads (a {MANY_THREADS}-core node's default): {rss:.0} MiB{}",
+        if ok { "" } else { " (analyze FAILED)" }
+    );
     if analyze_ok {
         let read = |path: PathBuf| -> serde_json::Value {
             serde_json::from_slice(&std::fs::read(path).expect("read")).expect("JSON")
@@ -220,6 +227,9 @@ fn clip_benchmark(dir: &Path) {
 
 /// Runs of the whole-clip comparison.
 const CLIP_RUNS: usize = 3;
+
+/// Threads of the run that checks peak RSS on a big node.
+const MANY_THREADS: usize = 16;
 
 fn median<T>(runs: &[T], value: impl Fn(&T) -> f64) -> f64 {
     let mut values: Vec<f64> = runs.iter().map(value).collect();
