@@ -1,6 +1,7 @@
 //! Video decoding with the FFmpeg libraries: one stream of frames, scaled by
 //! swscale to the size the caller needs and turned upright, so memory stays
-//! bounded by one frame at a time whatever the input resolution.
+//! bounded by one frame at a time (per decoder thread, of which there are a
+//! few) whatever the input resolution.
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -13,6 +14,13 @@ use ffmpeg_next as ffmpeg;
 
 use crate::Error;
 use crate::frame::Frame;
+
+/// Most frame threads of the decoder. Each holds a picture and a decoder
+/// context of its own (about 7.5 MiB more per thread at 1080p, measured with
+/// FFmpeg's CLI: 89 MiB on 2 threads, 193 on 16), so on a node without a
+/// CPU limit memory would grow with its cores; decoding is a small part of an
+/// analysis, which the pose model's threads share the cores with.
+const MAX_DECODER_THREADS: usize = 4;
 
 /// What the worker accepts; a phone swing clip is far inside these.
 #[derive(Debug, Clone, Copy)]
@@ -144,7 +152,9 @@ impl VideoReader {
         };
         let mut context = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
             .map_err(|e| Error::InvalidVideo(format!("unsupported video stream ({e})")))?;
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(MAX_DECODER_THREADS);
         context.set_threading(threading::Config {
             kind: threading::Type::Frame,
             count: threads,
