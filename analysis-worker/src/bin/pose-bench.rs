@@ -8,12 +8,17 @@
 //! and the medians are printed, the ratio as the median of each round's: on
 //! a shared machine the load then changes under both alike. Each also times
 //! every single inference: the fastest ones, which the load can only slow
-//! down, compare the runtimes' own speed most steadily. `--layers` also
+//! down, compare the runtimes' own speed most steadily. Then the two take
+//! turns of 5 inferences (RUNS × ROUNDS in all) against one LiteRT process
+//! on a pipe: this machine's speed changes in steps, seconds apart, which a
+//! round of RUNS can fall on one side of; the median of the turns' ratios
+//! compares both in the same state. `--layers` also
 //! prints each candle op's median and minimum time over RUNS runs, and the
 //! time by op kind.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -124,6 +129,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             litert.median,
             candle.fastest / litert.fastest,
             candle.median / litert.median,
+        );
+        let blocks = runs * rounds / BLOCK;
+        let [candle, litert, ratio] = paired_blocks(
+            run,
+            litert_command(&model_path, &input, &scratch, threads)?,
+            blocks,
+        )?;
+        println!(
+            "{:>9}  {blocks} paired turns of {BLOCK} inferences, median (ms): candle {candle:6.2}  \
+             LiteRT {litert:6.2}  candle/LiteRT (median of the turns' ratios) {ratio:.2}",
+            ""
         );
         if layers {
             print_layers(&model, network, &input, runs)?;
@@ -266,13 +282,13 @@ fn pattern(size: usize) -> candle_core::Result<Tensor> {
 }
 
 /// LiteRT's times over `runs` inferences, from the reference script.
-fn litert_ms(
+/// The reference script on `model` and `input`, with LiteRT on `threads` threads.
+fn litert_command(
     model: &Path,
     input: &Tensor,
     scratch: &Path,
-    runs: usize,
     threads: usize,
-) -> Result<LiteRt, Box<dyn std::error::Error>> {
+) -> Result<Command, Box<dyn std::error::Error>> {
     let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference");
     let setup = Command::new("bash")
         .arg(reference.join("setup.sh"))
@@ -280,15 +296,23 @@ fn litert_ms(
     let python = String::from_utf8(setup.stdout)?.trim().to_string();
     let input_path = scratch.join("input.npy");
     input.write_npy(&input_path)?;
-    let out = Command::new(python)
+    let mut command = Command::new(python);
+    command
         .arg(reference.join("litert_reference.py"))
         .args([model, &input_path])
-        .args([
-            "--bench",
-            &runs.to_string(),
-            "--threads",
-            &threads.to_string(),
-        ])
+        .args(["--threads", &threads.to_string()]);
+    Ok(command)
+}
+
+fn litert_ms(
+    model: &Path,
+    input: &Tensor,
+    scratch: &Path,
+    runs: usize,
+    threads: usize,
+) -> Result<LiteRt, Box<dyn std::error::Error>> {
+    let out = litert_command(model, input, scratch, threads)?
+        .args(["--bench", &runs.to_string()])
         .output()?;
     if !out.status.success() {
         return Err(format!("LiteRT: {}", String::from_utf8_lossy(&out.stderr)).into());
@@ -305,4 +329,62 @@ fn litert_ms(
         mean: (wall, cpu),
         single: Single { fastest, median },
     })
+}
+
+/// Inferences per turn of [`paired_blocks`]: short enough that a change in
+/// the machine's load between two turns is rare, long enough to time.
+const BLOCK: usize = 5;
+
+/// Candle (`run`) and LiteRT (the reference script serving on a pipe) in
+/// turns of [`BLOCK`] inferences each, `blocks` times, which goes first
+/// alternating: the medians of all single inferences, and the median of the
+/// blocks' ratios (candle's median over LiteRT's), which the slow drifts of
+/// a shared machine's speed cancel out of.
+fn paired_blocks(
+    run: impl Fn() -> Result<(), pose::PoseError>,
+    mut litert: Command,
+    blocks: usize,
+) -> Result<[f64; 3], Box<dyn std::error::Error>> {
+    let mut server = litert
+        .arg("--serve")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut requests = server.stdin.take().ok_or("LiteRT: no stdin")?;
+    let mut replies = BufReader::new(server.stdout.take().ok_or("LiteRT: no stdout")?).lines();
+    let mut litert_block = || -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+        writeln!(requests, "{BLOCK}")?;
+        let reply = replies.next().ok_or("LiteRT: no reply")??;
+        Ok(reply
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()?)
+    };
+    let candle_block = || -> Result<Vec<f64>, pose::PoseError> {
+        (0..BLOCK)
+            .map(|_| {
+                let before = Instant::now();
+                run().map(|()| before.elapsed().as_secs_f64() * 1000.0)
+            })
+            .collect()
+    };
+    let (mut candle, mut litert, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for block in 0..blocks.max(1) {
+        let (c, l) = if block % 2 == 0 {
+            (candle_block()?, litert_block()?)
+        } else {
+            let l = litert_block()?;
+            (candle_block()?, l)
+        };
+        ratios.push(median(c.iter().copied()) / median(l.iter().copied()));
+        candle.extend(c);
+        litert.extend(l);
+    }
+    drop(requests);
+    server.wait()?;
+    Ok([
+        median(candle.into_iter()),
+        median(litert.into_iter()),
+        median(ratios.into_iter()),
+    ])
 }
