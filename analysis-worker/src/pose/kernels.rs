@@ -158,6 +158,9 @@ const MAX_GEMM_K: usize = 512;
 /// instead of pixels: a band of pixels would read (and gemm pack) the whole
 /// weight matrix for a few rows, the main cost of the small late layers with
 /// up to 1152 channels; a block of channels reads only its share of it.
+/// Such a split has at most one part per [`LANES`] channels: with more
+/// threads than that (a 1152 -> 192 projection on 16), the parts left idle
+/// cost less than bands of 3 pixels that each pack all the weights.
 const MIN_PARALLEL_PIXELS: usize = 128;
 
 /// Row-parallel kernels give each task at least this much work (taps, or
@@ -198,7 +201,12 @@ pub fn matmul_bias(
     } else {
         1
     };
-    let by_channels = m < MIN_PARALLEL_PIXELS && n >= parts * LANES;
+    let by_channels = m < MIN_PARALLEL_PIXELS && n >= 2 * LANES;
+    let parts = if by_channels {
+        parts.min(n / LANES)
+    } else {
+        parts
+    };
     let fill = |out: &mut [MaybeUninit<f32>]| {
         let dst = SharedOut(out.as_mut_ptr().cast::<f32>());
         let dst = &dst;
