@@ -281,7 +281,6 @@ fn pattern(size: usize) -> candle_core::Result<Tensor> {
     Tensor::from_vec(values, (1, size, size, 3), &Device::Cpu)
 }
 
-/// LiteRT's times over `runs` inferences, from the reference script.
 /// The reference script on `model` and `input`, with LiteRT on `threads` threads.
 fn litert_command(
     model: &Path,
@@ -304,6 +303,7 @@ fn litert_command(
     Ok(command)
 }
 
+/// LiteRT's times over `runs` inferences, from the reference script.
 fn litert_ms(
     model: &Path,
     input: &Tensor,
