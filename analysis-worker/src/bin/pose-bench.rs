@@ -87,12 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (mut candle_single, mut litert_single) = (vec![], vec![]);
         for _ in 0..rounds {
             let (start, start_cpu) = (Instant::now(), process_cpu_ms()?);
-            let mut single = Vec::with_capacity(runs);
-            for _ in 0..runs {
-                let before = Instant::now();
-                run()?;
-                single.push(before.elapsed().as_secs_f64() * 1000.0);
-            }
+            let single = timed_runs(&run, runs)?;
             let candle = (
                 start.elapsed().as_secs_f64() * 1000.0 / runs as f64,
                 (process_cpu_ms()? - start_cpu) / runs as f64,
@@ -318,10 +313,7 @@ fn litert_ms(
         return Err(format!("LiteRT: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
     let stdout = String::from_utf8(out.stdout)?;
-    let values = stdout
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<Vec<f64>, _>>()?;
+    let values = numbers(&stdout)?;
     let [wall, cpu, fastest, median] = values[..] else {
         return Err(format!("LiteRT: expected `wall cpu fastest median`, got {stdout:?}").into());
     };
@@ -354,20 +346,9 @@ fn paired_blocks(
     let mut replies = BufReader::new(server.stdout.take().ok_or("LiteRT: no stdout")?).lines();
     let mut litert_block = || -> Result<Vec<f64>, Box<dyn std::error::Error>> {
         writeln!(requests, "{BLOCK}")?;
-        let reply = replies.next().ok_or("LiteRT: no reply")??;
-        Ok(reply
-            .split_whitespace()
-            .map(str::parse)
-            .collect::<Result<_, _>>()?)
+        Ok(numbers(&replies.next().ok_or("LiteRT: no reply")??)?)
     };
-    let candle_block = || -> Result<Vec<f64>, pose::PoseError> {
-        (0..BLOCK)
-            .map(|_| {
-                let before = Instant::now();
-                run().map(|()| before.elapsed().as_secs_f64() * 1000.0)
-            })
-            .collect()
-    };
+    let candle_block = || timed_runs(&run, BLOCK);
     let (mut candle, mut litert, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for block in 0..blocks.max(1) {
         let (c, l) = if block % 2 == 0 {
@@ -387,4 +368,22 @@ fn paired_blocks(
         median(litert.into_iter()),
         median(ratios.into_iter()),
     ])
+}
+
+/// Each of `runs` calls of `run`'s wall milliseconds.
+fn timed_runs(
+    run: &impl Fn() -> Result<(), pose::PoseError>,
+    runs: usize,
+) -> Result<Vec<f64>, pose::PoseError> {
+    (0..runs)
+        .map(|_| {
+            let before = Instant::now();
+            run().map(|()| before.elapsed().as_secs_f64() * 1000.0)
+        })
+        .collect()
+}
+
+/// The whitespace-separated numbers the reference script prints.
+fn numbers(text: &str) -> Result<Vec<f64>, std::num::ParseFloatError> {
+    text.split_whitespace().map(str::parse).collect()
 }
