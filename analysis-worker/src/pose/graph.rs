@@ -17,7 +17,7 @@ use candle_core::{CpuStorage, Device, Storage, Tensor};
 use serde::Deserialize;
 
 use super::PoseError;
-use super::kernels::{self, Activation, Aligned, ChannelBlocks, Hwc, Window};
+use super::kernels::{self, Activation, Aligned, ChannelBlocks, Hwc, MatmulWeights, Window};
 
 /// The `model` metadata of a file made by `cargo xtask models`.
 #[derive(Deserialize)]
@@ -121,7 +121,7 @@ enum Layer {
     /// `residual`, the node's second input is added before the activation
     /// (a projection and the ADD after it, fused).
     Conv {
-        weights: Vec<f32>,
+        weights: MatmulWeights,
         bias: Vec<f32>,
         /// The weights packed for [`kernels::conv_direct`], for a k×k
         /// convolution of an input with few channels (an image).
@@ -294,7 +294,7 @@ impl Graph {
                         && cin <= DIRECT_CONV_CHANNELS)
                         .then(|| ChannelBlocks::new(&weights, &bias));
                     Layer::Conv {
-                        weights,
+                        weights: MatmulWeights::new(weights, &bias),
                         bias,
                         direct,
                         kernel: [kh, kw],

@@ -1,7 +1,8 @@
 //! CPU kernels on NHWC (batch 1) slices for the ops candle 0.11 runs slowly or
 //! lacks: depthwise convolution (candle runs grouped convolutions one group at a
-//! time), convolution as a gemm with the bias fused (candle's own backend crate,
-//! without candle's per-op thread-count lookup and output pass), im2col for the
+//! time), convolution as a matmul with the bias fused (the microkernels of
+//! candle's own backend crate, gemm, on weights packed once at load, without
+//! candle's per-op thread-count lookup and output pass), im2col for the
 //! few k×k convolutions, max pooling, TFLite-exact bilinear resize and
 //! depth-to-space. Each is a pure function (the larger ones run rows in
 //! parallel); the ops' outputs start on a cache line ([`Aligned`]).
@@ -9,6 +10,17 @@
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
+
+// The kernels that read [`MatmulWeights::Panels`]: gemm's AVX2 + FMA ones,
+// 8 or 16 channels (one or two vectors) by 1 to 6 pixels, indexed
+// `[vectors - 1][pixels - 1]`.
+#[cfg(target_arch = "x86_64")]
+use gemm_f32::microkernel::fma::f32::{
+    MR_DIV_N as PANEL_VECTORS, NR as PANEL_PIXELS, UKR as PANEL_KERNELS,
+};
+
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(PANEL_VECTORS * 8 == LANES, "a panel is one kernel wide");
 
 /// Height, width and channels of an NHWC tensor with batch 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,25 +187,72 @@ fn rows_per_task(rows: usize, work: usize) -> usize {
     rows.div_ceil(tasks).max(1)
 }
 
+/// The weights of a matmul, `[k × n]` (`[kh*kw*cin][cout]` for a
+/// convolution), in the layout the CPU's kernel reads.
+pub enum MatmulWeights {
+    /// Packed once, at load time, per block of [`LANES`] output channels:
+    /// the panel that gemm's AVX2 microkernel reads, 16 channels × 6 pixels
+    /// at a time. `gemm::gemm` packs its right-hand side again on every call
+    /// with more than 32 rows, all of a 7x7 layer's 884 KB on each of the
+    /// detector's eight.
+    #[cfg(target_arch = "x86_64")]
+    Panels(ChannelBlocks),
+    /// Row-major, for `gemm::gemm`: CPUs without AVX2 and FMA, and those with
+    /// AVX-512, where gemm's own 16-lane kernels (with their packing) are
+    /// kept, as the panels' speed there is not measured.
+    Matrix(Vec<f32>),
+}
+
+impl MatmulWeights {
+    /// `weights` (`[k][n]`, `n` = `bias.len()`) in the layout this CPU's
+    /// kernel reads.
+    pub fn new(weights: Vec<f32>, bias: &[f32]) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if panels_kernel_available() {
+            return Self::Panels(ChannelBlocks::new(&weights, bias));
+        }
+        let _ = bias;
+        Self::Matrix(weights)
+    }
+
+    /// Rows (`k`) of `n`-column weights.
+    fn rows(&self, n: usize) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Panels(panels) => panels.rows,
+            Self::Matrix(weights) => weights.len() / n,
+        }
+    }
+}
+
+/// Whether gemm's AVX2 + FMA microkernel runs here and the CPU lacks
+/// AVX-512 (see [`MatmulWeights::Matrix`]).
+#[cfg(target_arch = "x86_64")]
+fn panels_kernel_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && !std::arch::is_x86_feature_detected!("avx512f")
+}
+
 /// `lhs [m × k] · weights [k × n] + bias (+ residual [m × n])`, then the
 /// activation: a 1×1 convolution over `m` pixels (or a k×k one over im2col
 /// patches), with the residual ADD that follows a projection fused in. The
 /// output is split into one block per thread, of pixels or, for layers with
-/// few pixels (see [`MIN_PARALLEL_PIXELS`]), of output channels, each one
-/// single-threaded gemm call that writes the block, then one pass that adds
-/// the bias (and the residual) and activates it while it is in cache (gemm's
-/// own splitting costs more on these shapes).
+/// few pixels (see [`MIN_PARALLEL_PIXELS`]), of output channels, each
+/// computed single-threaded (by gemm's microkernels on the weights' panels,
+/// or one gemm call), then one pass that adds the bias (and the residual)
+/// and activates it (gemm's own splitting costs more on these shapes).
 pub fn matmul_bias(
     lhs: &[f32],
-    weights: &[f32],
+    weights: &MatmulWeights,
     bias: &[f32],
     residual: Option<&[f32]>,
     activation: Activation,
 ) -> Aligned {
     let n = bias.len();
-    let k = weights.len() / n;
+    let k = weights.rows(n);
     let m = lhs.len() / k;
-    assert_eq!((m * k, k * n), (lhs.len(), weights.len()), "matmul shapes");
+    assert_eq!(m * k, lhs.len(), "matmul shapes");
     assert!(residual.is_none_or(|r| r.len() == m * n), "residual shape");
     let threads = rayon::current_num_threads();
     let parts = if m * k * n >= PARALLEL_MATMUL_MACS {
@@ -221,7 +280,16 @@ pub fn matmul_bias(
             let block = Block { rows, columns, n };
             // SAFETY: `block` lies inside the m × n output, which the parts
             // split without overlap, and inside `lhs` and `weights`.
-            unsafe { block.gemm(dst.0, lhs, k, weights) };
+            unsafe {
+                match weights {
+                    #[cfg(target_arch = "x86_64")]
+                    MatmulWeights::Panels(panels) => block.panels(dst.0, lhs, panels),
+                    MatmulWeights::Matrix(weights) => {
+                        assert_eq!(weights.len(), k * n, "weights shape");
+                        block.gemm(dst.0, lhs, k, weights)
+                    }
+                }
+            };
             // SAFETY: gemm wrote every value of the block; no other part touches it.
             unsafe { block.epilogue(dst.0, bias, residual, activation) };
         });
@@ -244,6 +312,64 @@ struct Block {
 }
 
 impl Block {
+    /// Writes `lhs [rows] · weights [.., columns]` to the block of `out`,
+    /// panel by panel, each panel's tiles of pixels in turn: a panel is read
+    /// from memory once and stays in cache over the tiles. Each output sums
+    /// its `k` products in order, so the block's split changes no bits.
+    ///
+    /// # Safety
+    /// `out` holds the whole output; `lhs` has `panels.rows` values per row;
+    /// the block's columns start on a panel; no other thread accesses the
+    /// block; [`panels_kernel_available`].
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn panels(&self, out: *mut f32, lhs: &[f32], panels: &ChannelBlocks) {
+        let (k, n) = (panels.rows, self.n);
+        assert!(
+            self.rows.end * k <= lhs.len() && self.columns.end <= panels.c && n == panels.c,
+            "block outside the matmul"
+        );
+        debug_assert_eq!(self.columns.start % LANES, 0, "block starts mid-panel");
+        for first in self.columns.clone().step_by(LANES) {
+            let channels = LANES.min(self.columns.end - first);
+            // The panel's weights follow its bias line.
+            let panel = panels
+                .blocks
+                .as_ptr()
+                .cast::<f32>()
+                .wrapping_add((first / LANES) * (k + 1) * LANES + LANES);
+            let kernels = &PANEL_KERNELS[channels.div_ceil(LANES / PANEL_VECTORS) - 1];
+            for row in self.rows.clone().step_by(PANEL_PIXELS) {
+                let pixels = PANEL_PIXELS.min(self.rows.end - row);
+                // SAFETY: the kernel writes `channels` × `pixels` values at
+                // `out[row][first..]` (inside the block, checked above), reads
+                // `k` lines of the panel and `k` values of each of the pixels'
+                // rows of `lhs`; the caller's contract gives the CPU features.
+                unsafe {
+                    kernels[pixels - 1](
+                        channels,
+                        pixels,
+                        k,
+                        out.add(row * n + first),
+                        panel,
+                        lhs.as_ptr().add(row * k),
+                        n as isize,     // dst_cs: the next pixel
+                        1,              // dst_rs: the next channel
+                        LANES as isize, // lhs_cs: the panel's next line
+                        1,              // rhs_rs: the next input channel
+                        k as isize,     // rhs_cs: the next pixel
+                        0.0,            // alpha: the output is not read
+                        1.0,            // beta: the product as it is
+                        0,              // alpha_status 0: overwrite
+                        false,
+                        false,
+                        false,
+                        panel,
+                    )
+                };
+            }
+        }
+    }
+
     /// Writes `lhs [rows] · weights [.., columns]` to the block of `out`.
     ///
     /// # Safety
@@ -383,7 +509,8 @@ struct Line([f32; LANES]);
 /// once at load time per block of [`LANES`] output channels: the block's
 /// bias, then each row's weights, one cache line each (zero past the last
 /// channel). A chunk of channels reads its weights from consecutive lines
-/// instead of one line every `c` values.
+/// instead of one line every `c` values; a block's rows are also the panel
+/// that gemm's AVX2 microkernel reads for a matmul ([`MatmulWeights::Panels`]).
 pub struct ChannelBlocks {
     blocks: Vec<Line>,
     rows: usize,
@@ -1111,11 +1238,19 @@ mod tests {
         // channels, one partial (the last two when there is more than one thread).
         for (m, k, n) in [(70, 33, 9), (257, 64, 40), (40, 128, 136)] {
             let (lhs, weights, bias, residual) = (ramp(m * k), ramp(k * n), ramp(n), ramp(m * n));
-            for skip in [None, Some(residual.as_slice())] {
-                let fast = matmul_bias(&lhs, &weights, &bias, skip, Activation::Relu);
-                assert_eq!(fast.as_ptr().align_offset(CACHE_LINE), 0, "aligned output");
-                let slow = naive_matmul(&lhs, &weights, &bias, skip, Activation::Relu);
-                assert_close(&fast, &slow);
+            // Both layouts, whichever this CPU would load.
+            let mut layouts = vec![MatmulWeights::Matrix(weights.clone())];
+            #[cfg(target_arch = "x86_64")]
+            if panels_kernel_available() {
+                layouts.push(MatmulWeights::Panels(ChannelBlocks::new(&weights, &bias)));
+            }
+            for layout in &layouts {
+                for skip in [None, Some(residual.as_slice())] {
+                    let fast = matmul_bias(&lhs, layout, &bias, skip, Activation::Relu);
+                    assert_eq!(fast.as_ptr().align_offset(CACHE_LINE), 0, "aligned output");
+                    let slow = naive_matmul(&lhs, &weights, &bias, skip, Activation::Relu);
+                    assert_close(&fast, &slow);
+                }
             }
         }
     }
