@@ -360,10 +360,10 @@ impl Block {
                         0.0,            // alpha: the output is not read
                         1.0,            // beta: the product as it is
                         0,              // alpha_status 0: overwrite
+                        false,          // conjugate dst, lhs, rhs: not for reals
                         false,
                         false,
-                        false,
-                        panel,
+                        panel, // next_lhs: a prefetch hint the AVX2 kernel ignores
                     )
                 };
             }
