@@ -228,12 +228,18 @@ impl MatmulWeights {
         Self::Matrix(weights)
     }
 
-    /// Rows (`k`) of `n`-column weights.
+    /// Rows (`k`) of weights with `n` columns, which they must have.
     fn rows(&self, n: usize) -> usize {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Panels(panels) => panels.rows,
-            Self::Matrix(weights) => weights.len() / n,
+            Self::Panels(panels) => {
+                assert_eq!(panels.c, n, "weights shape");
+                panels.rows
+            }
+            Self::Matrix(weights) => {
+                assert_eq!(weights.len() % n.max(1), 0, "weights shape");
+                weights.len() / n
+            }
         }
     }
 }
@@ -299,10 +305,7 @@ pub fn matmul_bias(
                 match weights {
                     #[cfg(target_arch = "x86_64")]
                     MatmulWeights::Panels(panels) => block.panels(dst.0, lhs, panels),
-                    MatmulWeights::Matrix(weights) => {
-                        assert_eq!(weights.len(), k * n, "weights shape");
-                        block.gemm(dst.0, lhs, k, weights)
-                    }
+                    MatmulWeights::Matrix(weights) => block.gemm(dst.0, lhs, k, weights),
                 }
             };
             // SAFETY: gemm wrote every value of the block; no other part touches it.
