@@ -201,7 +201,8 @@ fn rows_per_task(rows: usize, work: usize) -> usize {
 }
 
 /// The weights of a matmul, `[k × n]` (`[kh*kw*cin][cout]` for a
-/// convolution), in the layout the CPU's kernel reads.
+/// convolution), in the layout the CPU's kernel reads: only the nonzeros
+/// where most are zero, else dense.
 pub enum MatmulWeights {
     /// Packed once, at load time, per block of [`LANES`] output channels:
     /// the panel that gemm's AVX2 microkernel reads, 16 channels × 6 pixels
@@ -214,12 +215,22 @@ pub enum MatmulWeights {
     /// AVX-512, where gemm's own 16-lane kernels (with their packing) are
     /// kept, as the panels' speed there is not measured.
     Matrix(Vec<f32>),
+    /// Mostly zeros (see [`SparseWeights`]).
+    Sparse(SparseWeights),
 }
 
 impl MatmulWeights {
     /// `weights` (`[k][n]`, `n` = `bias.len()`) in the layout this CPU's
     /// kernel reads.
     pub fn new(weights: Vec<f32>, bias: &[f32]) -> Self {
+        match SparseWeights::new(&weights, bias.len()) {
+            Some(sparse) => Self::Sparse(sparse),
+            None => Self::dense(weights, bias),
+        }
+    }
+
+    /// `weights` in the layout of this CPU's dense kernel.
+    fn dense(weights: Vec<f32>, bias: &[f32]) -> Self {
         #[cfg(target_arch = "x86_64")]
         if panels_kernel_available() {
             return Self::Panels(ChannelBlocks::new(&weights, bias));
@@ -240,7 +251,116 @@ impl MatmulWeights {
                 assert_eq!(weights.len() % n.max(1), 0, "weights shape");
                 weights.len() / n
             }
+            Self::Sparse(sparse) => {
+                assert_eq!(sparse.columns, n, "weights shape");
+                sparse.rows
+            }
         }
+    }
+
+    /// Multiply-adds per output row (pixel): what splitting the matmul pays for.
+    fn work_per_row(&self, k: usize, n: usize) -> usize {
+        match self {
+            Self::Sparse(sparse) => sparse.values.len(),
+            _ => k * n,
+        }
+    }
+}
+
+/// Pixels of a [`SparseWeights`] tile: the inputs of one input channel for
+/// them are two AVX2 vectors.
+const SPARSE_PIXELS: usize = 16;
+
+/// Output channels a [`SparseWeights`] kernel sums at once: with two
+/// vectors of pixels each, eight independent sums hide the multiply-add's
+/// latency.
+const SPARSE_CHANNELS: usize = 4;
+
+/// Input channels whose part of a tile ([`SPARSE_PIXELS`] values each, 16
+/// KB) all output channels read before the next part: it stays in the L1
+/// cache, where all of a 1152-channel tile (74 KB) would not.
+const SPARSE_K_BLOCK: usize = 256;
+
+/// The weights of a matmul most of whose weights are zero (the BlazePose
+/// detector's 1×1 convolutions are pruned to a quarter), as each output
+/// channel's nonzero weights and their input channels, in order. A zero
+/// weight adds nothing to a sum (`fma(x, 0, s) == s` for finite `x`, up to
+/// the sign of a zero), so summing only the nonzeros in the same order gives
+/// the same values with a quarter of the multiply-adds: how LiteRT
+/// (XNNPACK's sparse inference) runs that model.
+pub struct SparseWeights {
+    /// The entries of block `b` of [`SPARSE_K_BLOCK`] input channels for
+    /// group `g` of [`SPARSE_CHANNELS`] output channels are
+    /// `starts[b * groups + g]..starts[b * groups + g + 1]`, a step per
+    /// [`SPARSE_CHANNELS`] entries: each channel's next nonzero in the
+    /// block, or a zero weight where it has no more.
+    starts: Vec<usize>,
+    /// Each entry's input channel, times [`SPARSE_PIXELS`]: where its
+    /// inputs lie in a transposed tile.
+    offsets: Vec<u32>,
+    values: Vec<f32>,
+    /// `k`, the input channels.
+    rows: usize,
+    /// `n`, the output channels.
+    columns: usize,
+}
+
+impl SparseWeights {
+    /// Most nonzeros, as a fraction of all weights, for which the sparse
+    /// kernel is used: it does one multiply-add per load pair where the
+    /// dense one does two, so it must skip well over half of them.
+    const MAX_DENSITY: f64 = 1.0 / 3.0;
+
+    /// Fewest input channels for which the sparse kernel is used: below,
+    /// transposing each tile in and out costs more than the skipped
+    /// multiply-adds save (a 16 -> 64 expansion ran 1.2 times the dense
+    /// kernel's time, 24 -> 144 the same).
+    const MIN_K: usize = 32;
+
+    /// `weights` (`[k][n]`) if few enough of them are nonzero.
+    fn new(weights: &[f32], n: usize) -> Option<Self> {
+        let k = weights.len() / n.max(1);
+        let nonzeros = weights.iter().filter(|w| **w != 0.0).count();
+        if k < Self::MIN_K || nonzeros as f64 > Self::MAX_DENSITY * weights.len() as f64 {
+            return None;
+        }
+        u32::try_from(k * SPARSE_PIXELS).ok()?;
+        let (mut starts, mut offsets, mut values) = (vec![0], vec![], vec![]);
+        for block in (0..k).step_by(SPARSE_K_BLOCK) {
+            let inputs = block..k.min(block + SPARSE_K_BLOCK);
+            for group in (0..n).step_by(SPARSE_CHANNELS) {
+                let channels: Vec<Vec<(usize, f32)>> = (group..group + SPARSE_CHANNELS)
+                    .map(|o| {
+                        inputs
+                            .clone()
+                            .filter(|_| o < n)
+                            .map(|i| (i, weights[i * n + o]))
+                            .filter(|(_, w)| *w != 0.0)
+                            .collect()
+                    })
+                    .collect();
+                let steps = channels.iter().map(Vec::len).max().unwrap_or(0);
+                for step in 0..steps {
+                    for channel in &channels {
+                        let (i, w) = channel.get(step).copied().unwrap_or((block, 0.0));
+                        offsets.push((i * SPARSE_PIXELS) as u32);
+                        values.push(w);
+                    }
+                }
+                starts.push(values.len());
+            }
+        }
+        Some(Self {
+            starts,
+            offsets,
+            values,
+            rows: k,
+            columns: n,
+        })
+    }
+
+    fn groups(&self) -> usize {
+        self.columns.div_ceil(SPARSE_CHANNELS)
     }
 }
 
@@ -259,7 +379,8 @@ fn panels_kernel_available() -> bool {
 /// output is split into one block per thread (or [`MIN_PANEL_PARTS`]), of
 /// pixels or, for layers with few pixels (see [`MIN_PARALLEL_PIXELS`]), of
 /// output channels, each computed single-threaded (by gemm's microkernels
-/// on the weights' panels, or one gemm call), then one pass that adds the
+/// on the weights' panels, one gemm call, or the sparse kernel over its
+/// nonzero weights), then one pass that adds the
 /// bias (and the residual) and activates it (gemm's own splitting costs
 /// more on these shapes).
 pub fn matmul_bias(
@@ -274,19 +395,29 @@ pub fn matmul_bias(
     let m = lhs.len() / k;
     assert_eq!(m * k, lhs.len(), "matmul shapes");
     assert!(residual.is_none_or(|r| r.len() == m * n), "residual shape");
-    let (threads, macs) = (rayon::current_num_threads(), m * k * n);
+    let (threads, macs) = (rayon::current_num_threads(), m * weights.work_per_row(k, n));
     let parts = match weights {
         _ if macs < PARALLEL_MATMUL_MACS || threads == 1 => 1,
         #[cfg(target_arch = "x86_64")]
         MatmulWeights::Panels(_) => threads.max(MIN_PANEL_PARTS.min(macs / MIN_PART_MACS)),
+        MatmulWeights::Sparse(_) => threads.max(MIN_PANEL_PARTS.min(macs / MIN_PART_MACS)),
         MatmulWeights::Matrix(_) => threads,
     };
-    let by_channels = m < MIN_PARALLEL_PIXELS && n >= 2 * LANES;
+    let sparse = matches!(weights, MatmulWeights::Sparse(_));
+    // A sparse kernel's parts over channels each read all the pixels' inputs,
+    // transposed first, in one pass: worth it where the inputs are the smaller
+    // side (192 -> 1152 on 7x7 pixels), not where they are the larger
+    // (1152 -> 192, 1.25 times the time of parts over tiles of pixels).
+    let by_channels = m < MIN_PARALLEL_PIXELS && n >= 2 * LANES && !(sparse && k > n);
     let parts = if by_channels {
         parts.min(n / LANES)
     } else {
         parts
     };
+    // Parts over channels all read every pixel: transposed once, for all.
+    let tiles = (sparse && by_channels && parts > 1).then(|| sparse_tiles(lhs, k));
+    // Rows split at multiples of this: whole tiles for the sparse kernel.
+    let row_step = if sparse { SPARSE_PIXELS } else { 1 };
     let fill = |out: &mut [MaybeUninit<f32>]| {
         let dst = SharedOut(out.as_mut_ptr().cast::<f32>());
         let dst = &dst;
@@ -296,7 +427,9 @@ pub fn matmul_bias(
                 let edge = |part: usize| (blocks * part / parts * LANES).min(n);
                 (0..m, edge(part)..edge(part + 1))
             } else {
-                (m * part / parts..m * (part + 1) / parts, 0..n)
+                let steps = m.div_ceil(row_step);
+                let edge = |part: usize| (steps * part / parts * row_step).min(m);
+                (edge(part)..edge(part + 1), 0..n)
             };
             let block = Block { rows, columns, n };
             // SAFETY: `block` lies inside the m × n output, which the parts
@@ -306,6 +439,9 @@ pub fn matmul_bias(
                     #[cfg(target_arch = "x86_64")]
                     MatmulWeights::Panels(panels) => block.panels(dst.0, lhs, panels),
                     MatmulWeights::Matrix(weights) => block.gemm(dst.0, lhs, k, weights),
+                    MatmulWeights::Sparse(sparse) => {
+                        block.sparse(dst.0, lhs, tiles.as_deref(), sparse)
+                    }
                 }
             };
             // SAFETY: gemm wrote every value of the block; no other part touches it.
@@ -386,6 +522,88 @@ impl Block {
                 };
             }
         }
+    }
+
+    /// Writes `lhs [rows] · weights [.., columns]` to the block of `out`,
+    /// a tile of [`SPARSE_PIXELS`] pixels at a time ([`transpose_tile`], or
+    /// taken from `tiles`, all of them): each group of output channels sums
+    /// its nonzero weights times their input channels' values of the tile's
+    /// pixels, in order.
+    ///
+    /// # Safety
+    /// `out` holds the whole output; `lhs` has `weights.rows` values per
+    /// row; `tiles`, if any, are [`sparse_tiles`] of `lhs`; the block
+    /// starts on a tile; no other thread accesses the block.
+    unsafe fn sparse(
+        &self,
+        out: *mut f32,
+        lhs: &[f32],
+        tiles: Option<&[f32]>,
+        weights: &SparseWeights,
+    ) {
+        let (k, n) = (weights.rows, self.n);
+        let tile_len = k * SPARSE_PIXELS;
+        assert!(
+            self.rows.end * k <= lhs.len()
+                && tiles.is_none_or(|t| t.len() == lhs.len().div_ceil(tile_len) * tile_len)
+                && self.rows.start.is_multiple_of(SPARSE_PIXELS)
+                && self.columns.end <= weights.columns
+                && self.columns.start.is_multiple_of(SPARSE_CHANNELS),
+            "block outside the matmul"
+        );
+        let groups =
+            self.columns.start / SPARSE_CHANNELS..self.columns.end.div_ceil(SPARSE_CHANNELS);
+        let first_channel = groups.start * SPARSE_CHANNELS;
+        let mut sums = Aligned::filled(groups.len() * SPARSE_CHANNELS * SPARSE_PIXELS, 0.0);
+        let mut scratch = Aligned::filled(if tiles.is_some() { 0 } else { tile_len }, 0.0);
+        vectorized(
+            #[inline(always)]
+            |_| {
+                for first in self.rows.clone().step_by(SPARSE_PIXELS) {
+                    let pixels = SPARSE_PIXELS.min(self.rows.end - first);
+                    let tile = match tiles {
+                        Some(tiles) => &tiles[first / SPARSE_PIXELS * tile_len..][..tile_len],
+                        None => {
+                            // SAFETY: the scratch holds a tile.
+                            unsafe { transpose_tile(lhs, k, first, scratch.as_mut_ptr()) };
+                            &scratch[..]
+                        }
+                    };
+                    sums.fill(0.0);
+                    for block in 0..k.div_ceil(SPARSE_K_BLOCK) {
+                        let group_sums = sums.chunks_exact_mut(SPARSE_CHANNELS * SPARSE_PIXELS);
+                        for (group, sums) in groups.clone().zip(group_sums) {
+                            let at = block * weights.groups() + group;
+                            let entries = weights.starts[at]..weights.starts[at + 1];
+                            let sums: &mut [f32; SPARSE_CHANNELS * SPARSE_PIXELS] =
+                                sums.try_into().expect("a group's sums");
+                            if pixels > 8 {
+                                sparse_steps::<2>(sums, tile, weights, entries);
+                            } else {
+                                sparse_steps::<1>(sums, tile, weights, entries);
+                            }
+                        }
+                    }
+                    // Back to pixel-major, in blocks of 8 channels × 8 pixels.
+                    for o in self.columns.clone().step_by(8) {
+                        for p in (0..pixels).step_by(8) {
+                            // SAFETY: the sums hold SPARSE_PIXELS values per
+                            // channel of the block; pixels `first + p..` and
+                            // channels `o..` are in the block.
+                            unsafe {
+                                transpose_block(
+                                    sums.as_ptr().add((o - first_channel) * SPARSE_PIXELS + p),
+                                    SPARSE_PIXELS,
+                                    out.add((first + p) * n + o),
+                                    n,
+                                    [8.min(self.columns.end - o), 8.min(pixels - p)],
+                                )
+                            };
+                        }
+                    }
+                }
+            },
+        )
     }
 
     /// Writes `lhs [rows] · weights [.., columns]` to the block of `out`.
@@ -471,6 +689,171 @@ impl Block {
                 }
             },
         )
+    }
+}
+
+/// `lhs` (`[m][k]`) as tiles of [`SPARSE_PIXELS`] pixels (see
+/// [`transpose_tile`]), for the sparse kernel's parts that each take some
+/// output channels of all pixels: transposed once, not by each part.
+fn sparse_tiles(lhs: &[f32], k: usize) -> Aligned {
+    let tile_len = k * SPARSE_PIXELS;
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(tile_len.max(1))
+            .enumerate()
+            .with_min_len(MIN_TASK_WORK.div_ceil(tile_len.max(1)))
+            .for_each(|(t, tile)| {
+                tile.fill(MaybeUninit::new(0.0));
+                // SAFETY: the tile holds `tile_len` values.
+                unsafe { transpose_tile(lhs, k, t * SPARSE_PIXELS, tile.as_mut_ptr().cast()) }
+            });
+    };
+    let m = lhs.len() / k.max(1);
+    // SAFETY: each tile is zeroed, then written.
+    unsafe { Aligned::written_by(m.div_ceil(SPARSE_PIXELS) * tile_len, fill) }
+}
+
+/// Writes the tile of the [`SPARSE_PIXELS`] pixels (rows) of `lhs` from
+/// `first` (those of them that exist) to `tile`, as `k` rows (one per input
+/// channel) of the pixels' values, in blocks of 8 × 8.
+///
+/// # Safety
+/// `tile` holds `k` × [`SPARSE_PIXELS`] values.
+unsafe fn transpose_tile(lhs: &[f32], k: usize, first: usize, tile: *mut f32) {
+    let pixels = SPARSE_PIXELS.min(lhs.len() / k - first);
+    vectorized(
+        #[inline(always)]
+        |_| {
+            for i in (0..k).step_by(8) {
+                for p in (0..pixels).step_by(8) {
+                    // SAFETY: the block is inside the pixels' rows of `lhs`,
+                    // and inside the tile (the caller's).
+                    unsafe {
+                        transpose_block(
+                            lhs.as_ptr().add((first + p) * k + i),
+                            k,
+                            tile.add(i * SPARSE_PIXELS + p),
+                            SPARSE_PIXELS,
+                            [8.min(pixels - p), 8.min(k - i)],
+                        )
+                    };
+                }
+            }
+        },
+    )
+}
+
+/// Writes the transpose of the `rows × columns` block at `src` (at most 8×8,
+/// rows `src_stride` apart) to `dst`: `dst[c * dst_stride + r] = src[r * src_stride + c]`.
+///
+/// # Safety
+/// Both blocks lie inside their buffers; with AVX2 where the CPU has it.
+#[inline(always)]
+unsafe fn transpose_block(
+    src: *const f32,
+    src_stride: usize,
+    dst: *mut f32,
+    dst_stride: usize,
+    [rows, columns]: [usize; 2],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if rows == 8 && columns == 8 && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the caller's; the CPU has AVX2.
+        return unsafe { transpose_8x8(src, src_stride, dst, dst_stride) };
+    }
+    for r in 0..rows {
+        for c in 0..columns {
+            // SAFETY: the caller's.
+            unsafe { *dst.add(c * dst_stride + r) = *src.add(r * src_stride + c) };
+        }
+    }
+}
+
+/// [`transpose_block`] of a whole 8×8 block, in AVX2 registers.
+///
+/// # Safety
+/// As [`transpose_block`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's: 8 rows of 8 values at `src`, 8 at `dst`.
+    unsafe {
+        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * src_stride)));
+        let t = [
+            _mm256_unpacklo_ps(r[0], r[1]),
+            _mm256_unpackhi_ps(r[0], r[1]),
+            _mm256_unpacklo_ps(r[2], r[3]),
+            _mm256_unpackhi_ps(r[2], r[3]),
+            _mm256_unpacklo_ps(r[4], r[5]),
+            _mm256_unpackhi_ps(r[4], r[5]),
+            _mm256_unpacklo_ps(r[6], r[7]),
+            _mm256_unpackhi_ps(r[6], r[7]),
+        ];
+        let u = [
+            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+            _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+            _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+        ];
+        for c in 0..4 {
+            _mm256_storeu_ps(
+                dst.add(c * dst_stride),
+                _mm256_permute2f128_ps::<0x20>(u[c], u[c + 4]),
+            );
+            _mm256_storeu_ps(
+                dst.add((c + 4) * dst_stride),
+                _mm256_permute2f128_ps::<0x31>(u[c], u[c + 4]),
+            );
+        }
+    }
+}
+
+/// Adds `entries` of a group of [`SparseWeights`] times the tile's inputs
+/// to the group's sums of the first `V` vectors of 8 pixels.
+#[inline(always)]
+fn sparse_steps<const V: usize>(
+    sums: &mut [f32; SPARSE_CHANNELS * SPARSE_PIXELS],
+    tile: &[f32],
+    weights: &SparseWeights,
+    entries: std::ops::Range<usize>,
+) {
+    assert!(entries.end <= weights.values.len() && entries.end <= weights.offsets.len());
+    assert_eq!(tile.len(), weights.rows * SPARSE_PIXELS, "tile size");
+    let mut acc = [[[0.0f32; 8]; V]; SPARSE_CHANNELS];
+    for (acc, sum) in acc.iter_mut().zip(sums.chunks_exact(SPARSE_PIXELS)) {
+        for (v, acc) in acc.iter_mut().enumerate() {
+            acc.copy_from_slice(&sum[8 * v..8 * v + 8]);
+        }
+    }
+    let tile = tile.as_ptr();
+    for entry in entries.step_by(SPARSE_CHANNELS) {
+        for (c, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: entries come in whole steps, inside both vectors
+            // (asserted); each offset is a row of the tile, of SPARSE_PIXELS values.
+            let (w, at) = unsafe {
+                (
+                    *weights.values.get_unchecked(entry + c),
+                    *weights.offsets.get_unchecked(entry + c) as usize,
+                )
+            };
+            for (v, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: as above.
+                let x = unsafe { load::<8>(tile.add(at + 8 * v)) };
+                for l in 0..8 {
+                    acc[l] = x[l].mul_add(w, acc[l]);
+                }
+            }
+        }
+    }
+    for (acc, sum) in acc.iter().zip(sums.chunks_exact_mut(SPARSE_PIXELS)) {
+        for (v, acc) in acc.iter().enumerate() {
+            sum[8 * v..8 * v + 8].copy_from_slice(acc);
+        }
     }
 }
 
@@ -1272,6 +1655,63 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn sparse_matmul_gives_the_dense_kernels_values() {
+        // One thread and several; tiles split in parts, or channels (all
+        // transposed first); two blocks of K; partial tiles, vectors and
+        // groups of channels.
+        for (m, k, n) in [
+            (53, 300, 37),
+            (400, 96, 64),
+            (100, 256, 512),
+            (49, 1152, 192),
+        ] {
+            let (lhs, bias, residual) = (ramp(m * k), ramp(n), ramp(m * n));
+            // Three in four weights zero, in no pattern.
+            let mut weights = ramp(k * n);
+            for (i, w) in weights.iter_mut().enumerate() {
+                if (i * 2_654_435_761) % 1000 >= 250 {
+                    *w = 0.0;
+                }
+            }
+            let sparse = MatmulWeights::new(weights.clone(), &bias);
+            assert!(
+                matches!(sparse, MatmulWeights::Sparse(_)),
+                "{m}x{k}x{n} not sparse"
+            );
+            let dense = MatmulWeights::dense(weights.clone(), &bias);
+            for skip in [None, Some(residual.as_slice())] {
+                let slow = naive_matmul(&lhs, &weights, &bias, skip, Activation::Relu6);
+                let reference = matmul_bias(&lhs, &dense, &bias, skip, Activation::Relu6);
+                for threads in [1, 3] {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+                    let fast = pool
+                        .expect("a thread pool")
+                        .install(|| matmul_bias(&lhs, &sparse, &bias, skip, Activation::Relu6));
+                    assert_close(&fast, &slow);
+                    // The same sums in the same order as gemm's kernel on panels.
+                    if matches!(dense, MatmulWeights::Panels(_)) {
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&fast), bits(&reference), "{m}x{k}x{n} on {threads}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sparse_weights_only_where_they_pay() {
+        let (k, n) = (64, 16);
+        let mostly_zero: Vec<f32> = (0..k * n)
+            .map(|i| if i % 4 == 0 { 1.0 } else { 0.0 })
+            .collect();
+        assert!(SparseWeights::new(&mostly_zero, n).is_some());
+        // Half zeros, or too few input channels for the transposes to pay.
+        let half: Vec<f32> = (0..k * n).map(|i| (i % 2) as f32).collect();
+        assert!(SparseWeights::new(&half, n).is_none());
+        assert!(SparseWeights::new(&mostly_zero[..16 * n], n).is_none());
     }
 
     #[test]
