@@ -312,17 +312,20 @@ impl SparseWeights {
     /// dense one does two, so it must skip well over half of them.
     const MAX_DENSITY: f64 = 1.0 / 3.0;
 
-    /// Fewest input channels for which the sparse kernel is used: below,
-    /// transposing each tile in and out costs more than the skipped
-    /// multiply-adds save (a 16 -> 64 expansion ran 1.2 times the dense
-    /// kernel's time, 24 -> 144 the same).
-    const MIN_K: usize = 32;
+    /// Fewest weights (`k × n`, zeros included) for which the sparse kernel
+    /// is used: it transposes `k` values of each pixel in and `n` out,
+    /// which below this costs about what the skipped multiply-adds save
+    /// (on 2 threads, against the dense kernel: 16 -> 64 the same time,
+    /// 24 -> 16 1.7 times it; 24 -> 144 and 64 -> 24 0.8).
+    const MIN_WEIGHTS: usize = 1536;
 
     /// `weights` (`[k][n]`) if few enough of them are nonzero.
     fn new(weights: &[f32], n: usize) -> Option<Self> {
         let k = weights.len() / n.max(1);
         let nonzeros = weights.iter().filter(|w| **w != 0.0).count();
-        if k < Self::MIN_K || nonzeros as f64 > Self::MAX_DENSITY * weights.len() as f64 {
+        if weights.len() < Self::MIN_WEIGHTS
+            || nonzeros as f64 > Self::MAX_DENSITY * weights.len() as f64
+        {
             return None;
         }
         u32::try_from(k * SPARSE_PIXELS).ok()?;
@@ -1705,12 +1708,12 @@ mod tests {
 
     #[test]
     fn sparse_weights_only_where_they_pay() {
-        let (k, n) = (64, 16);
+        let (k, n) = (64, 32);
         let mostly_zero: Vec<f32> = (0..k * n)
             .map(|i| if i % 4 == 0 { 1.0 } else { 0.0 })
             .collect();
         assert!(SparseWeights::new(&mostly_zero, n).is_some());
-        // Half zeros, or too few input channels for the transposes to pay.
+        // Half zeros, or too few weights for the transposes to pay.
         let half: Vec<f32> = (0..k * n).map(|i| (i % 2) as f32).collect();
         assert!(SparseWeights::new(&half, n).is_none());
         assert!(SparseWeights::new(&mostly_zero[..16 * n], n).is_none());
