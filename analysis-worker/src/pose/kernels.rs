@@ -2,7 +2,8 @@
 //! lacks: depthwise convolution (candle runs grouped convolutions one group at a
 //! time), convolution as a matmul with the bias fused (the microkernels of
 //! candle's own backend crate, gemm, on weights packed once at load, without
-//! candle's per-op thread-count lookup and output pass), im2col for the
+//! candle's per-op thread-count lookup and output pass; or over only the
+//! nonzero weights of a pruned layer, as the detector's are), im2col for the
 //! few k×k convolutions, max pooling, TFLite-exact bilinear resize and
 //! depth-to-space. Each is a pure function (the larger ones run rows in
 //! parallel); the ops' outputs start on a cache line ([`Aligned`]).
@@ -163,8 +164,9 @@ const PARALLEL_MATMUL_MACS: usize = 1 << 19;
 /// decoder), it holds up one small part while the others take the rest,
 /// instead of holding up half the op. Measured on 2 threads, against one
 /// part per thread, alternated per inference: detector 0.93–0.99 of the
-/// time, landmark 0.97–0.99. One part per thread on gemm's path, where each
-/// band of pixels would pack the weights again.
+/// time, landmark 0.97–0.99. The sparse kernel's parts are split the same
+/// way. One part per thread on gemm's path, where each band of pixels would
+/// pack the weights again.
 const MIN_PANEL_PARTS: usize = 8;
 
 /// The least work, in multiply-adds, of one of those parts.
@@ -185,7 +187,9 @@ const MAX_GEMM_K: usize = 512;
 /// up to 1152 channels; a block of channels reads only its share of it.
 /// Such a split has at most one part per [`LANES`] channels: with more
 /// threads than that (a 1152 -> 192 projection on 16), the parts left idle
-/// cost less than bands of 3 pixels that each pack all the weights.
+/// cost less than bands of 3 pixels that each pack all the weights. A
+/// sparse matmul with more inputs than outputs keeps its tiles of pixels
+/// while there is one per thread (see [`matmul_bias`]).
 const MIN_PARALLEL_PIXELS: usize = 128;
 
 /// Row-parallel kernels give each task at least this much work (taps, or
@@ -223,7 +227,8 @@ impl MatmulWeights {
     /// `weights` (`[k][n]`, `n` = `bias.len()`) in the layout this CPU's
     /// kernel reads.
     pub fn new(weights: Vec<f32>, bias: &[f32]) -> Self {
-        match SparseWeights::new(&weights, bias.len()) {
+        let sparse = sparse_kernel_fast().then(|| SparseWeights::new(&weights, bias.len()));
+        match sparse.flatten() {
             Some(sparse) => Self::Sparse(sparse),
             None => Self::dense(weights, bias),
         }
@@ -321,6 +326,7 @@ impl SparseWeights {
 
     /// `weights` (`[k][n]`) if few enough of them are nonzero.
     fn new(weights: &[f32], n: usize) -> Option<Self> {
+        assert_eq!(weights.len() % n.max(1), 0, "weights shape");
         let k = weights.len() / n.max(1);
         let nonzeros = weights.iter().filter(|w| **w != 0.0).count();
         if weights.len() < Self::MIN_WEIGHTS
@@ -368,6 +374,16 @@ impl SparseWeights {
     }
 }
 
+/// Whether the sparse kernel's multiply-adds are vector instructions here:
+/// on an x86 CPU without FMA they would be calls to a software fma.
+fn sparse_kernel_fast() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    true
+}
+
 /// Whether gemm's AVX2 + FMA microkernel runs here and the CPU lacks
 /// AVX-512 (see [`MatmulWeights::Matrix`]).
 #[cfg(target_arch = "x86_64")]
@@ -411,8 +427,11 @@ pub fn matmul_bias(
     // A sparse kernel's parts over channels each read all the pixels' inputs,
     // transposed first, in one pass: worth it where the inputs are the smaller
     // side (192 -> 1152 on 7x7 pixels), not where they are the larger
-    // (1152 -> 192, 1.25 times the time of parts over tiles of pixels).
-    let by_channels = m < MIN_PARALLEL_PIXELS && n >= 2 * LANES && !(sparse && k > n);
+    // (1152 -> 192 on 2 threads: 1.25 times the time of parts over tiles of
+    // pixels), unless there are fewer tiles than threads.
+    let tile_per_thread = m.div_ceil(SPARSE_PIXELS) >= threads;
+    let by_channels =
+        m < MIN_PARALLEL_PIXELS && n >= 2 * LANES && !(sparse && k > n && tile_per_thread);
     let parts = if by_channels {
         parts.min(n / LANES)
     } else {
@@ -448,11 +467,11 @@ pub fn matmul_bias(
                     }
                 }
             };
-            // SAFETY: gemm wrote every value of the block; no other part touches it.
+            // SAFETY: the kernel wrote every value of the block; no other part touches it.
             unsafe { block.epilogue(dst.0, bias, residual, activation) };
         });
     };
-    // SAFETY: the parts cover all m×n values, each written by gemm.
+    // SAFETY: the parts cover all m×n values, each written by a kernel.
     unsafe { Aligned::written_by(m * n, fill) }
 }
 
@@ -677,7 +696,7 @@ impl Block {
             move |_| {
                 for row in self.rows.clone() {
                     let at = row * self.n + self.columns.start;
-                    // SAFETY: the block's part of the row, written by gemm, ours alone.
+                    // SAFETY: the block's part of the row, written by the kernel, ours alone.
                     let out = unsafe { std::slice::from_raw_parts_mut(out.add(at), bias.len()) };
                     match skip {
                         Some(skip) => {
@@ -1671,6 +1690,8 @@ mod tests {
             (53, 300, 37),
             (400, 96, 64),
             (100, 256, 512),
+            // Channels split with a part ending mid-group.
+            (100, 200, 301),
             (49, 1152, 192),
         ] {
             let (lhs, bias, residual) = (ramp(m * k), ramp(n), ramp(m * n));
@@ -1681,20 +1702,18 @@ mod tests {
                     *w = 0.0;
                 }
             }
-            let sparse = MatmulWeights::new(weights.clone(), &bias);
-            assert!(
-                matches!(sparse, MatmulWeights::Sparse(_)),
-                "{m}x{k}x{n} not sparse"
-            );
+            let sparse = SparseWeights::new(&weights, n).expect("mostly zeros");
+            let sparse = MatmulWeights::Sparse(sparse);
             let dense = MatmulWeights::dense(weights.clone(), &bias);
             for skip in [None, Some(residual.as_slice())] {
-                let slow = naive_matmul(&lhs, &weights, &bias, skip, Activation::Relu6);
-                let reference = matmul_bias(&lhs, &dense, &bias, skip, Activation::Relu6);
+                // No clamp that could hide a wrong value.
+                let slow = naive_matmul(&lhs, &weights, &bias, skip, Activation::None);
+                let reference = matmul_bias(&lhs, &dense, &bias, skip, Activation::None);
                 for threads in [1, 3] {
                     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
                     let fast = pool
                         .expect("a thread pool")
-                        .install(|| matmul_bias(&lhs, &sparse, &bias, skip, Activation::Relu6));
+                        .install(|| matmul_bias(&lhs, &sparse, &bias, skip, Activation::None));
                     assert_close(&fast, &slow);
                     // The same sums in the same order as gemm's kernel on panels.
                     if matches!(dense, MatmulWeights::Panels(_)) {
