@@ -227,7 +227,7 @@ impl MatmulWeights {
     /// `weights` (`[k][n]`, `n` = `bias.len()`) in the layout this CPU's
     /// kernel reads.
     pub fn new(weights: Vec<f32>, bias: &[f32]) -> Self {
-        let sparse = sparse_kernel_fast().then(|| SparseWeights::new(&weights, bias.len()));
+        let sparse = fma_vectors().then(|| SparseWeights::new(&weights, bias.len()));
         match sparse.flatten() {
             Some(sparse) => Self::Sparse(sparse),
             None => Self::dense(weights, bias),
@@ -374,9 +374,10 @@ impl SparseWeights {
     }
 }
 
-/// Whether the sparse kernel's multiply-adds are vector instructions here:
-/// on an x86 CPU without FMA they would be calls to a software fma.
-fn sparse_kernel_fast() -> bool {
+/// Whether multiply-adds are vector instructions here: the sparse kernel's
+/// `mul_add`s would otherwise be calls to a software fma, and gemm's AVX2
+/// microkernel needs them.
+fn fma_vectors() -> bool {
     #[cfg(target_arch = "x86_64")]
     return std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma");
@@ -388,9 +389,7 @@ fn sparse_kernel_fast() -> bool {
 /// AVX-512 (see [`MatmulWeights::Matrix`]).
 #[cfg(target_arch = "x86_64")]
 fn panels_kernel_available() -> bool {
-    std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-        && !std::arch::is_x86_feature_detected!("avx512f")
+    fma_vectors() && !std::arch::is_x86_feature_detected!("avx512f")
 }
 
 /// `lhs [m × k] · weights [k × n] + bias (+ residual [m × n])`, then the
@@ -418,10 +417,9 @@ pub fn matmul_bias(
     let (threads, macs) = (rayon::current_num_threads(), m * weights.work_per_row(k, n));
     let parts = match weights {
         _ if macs < PARALLEL_MATMUL_MACS || threads == 1 => 1,
-        #[cfg(target_arch = "x86_64")]
-        MatmulWeights::Panels(_) => threads.max(MIN_PANEL_PARTS.min(macs / MIN_PART_MACS)),
-        MatmulWeights::Sparse(_) => threads.max(MIN_PANEL_PARTS.min(macs / MIN_PART_MACS)),
         MatmulWeights::Matrix(_) => threads,
+        // Panels and sparse weights: parts cost no repacking.
+        _ => threads.max(MIN_PANEL_PARTS.min(macs / MIN_PART_MACS)),
     };
     let sparse = matches!(weights, MatmulWeights::Sparse(_));
     // A sparse kernel's parts over channels each read all the pixels' inputs,
@@ -445,14 +443,15 @@ pub fn matmul_bias(
         let dst = SharedOut(out.as_mut_ptr().cast::<f32>());
         let dst = &dst;
         (0..parts).into_par_iter().for_each(|part| {
+            // Part `part` of `0..len`, cut at multiples of `step`.
+            let share = |len: usize, step: usize| {
+                let edge = |part: usize| (len.div_ceil(step) * part / parts * step).min(len);
+                edge(part)..edge(part + 1)
+            };
             let (rows, columns) = if by_channels {
-                let blocks = n.div_ceil(LANES);
-                let edge = |part: usize| (blocks * part / parts * LANES).min(n);
-                (0..m, edge(part)..edge(part + 1))
+                (0..m, share(n, LANES))
             } else {
-                let steps = m.div_ceil(row_step);
-                let edge = |part: usize| (steps * part / parts * row_step).min(m);
-                (edge(part)..edge(part + 1), 0..n)
+                (share(m, row_step), 0..n)
             };
             let block = Block { rows, columns, n };
             // SAFETY: `block` lies inside the m × n output, which the parts
@@ -720,19 +719,21 @@ impl Block {
 /// [`transpose_tile`]), for the sparse kernel's parts that each take some
 /// output channels of all pixels: transposed once, not by each part.
 fn sparse_tiles(lhs: &[f32], k: usize) -> Aligned {
-    let tile_len = k * SPARSE_PIXELS;
+    let (tile_len, m) = (k * SPARSE_PIXELS, lhs.len() / k.max(1));
     let fill = |out: &mut [MaybeUninit<f32>]| {
         out.par_chunks_mut(tile_len.max(1))
             .enumerate()
             .with_min_len(MIN_TASK_WORK.div_ceil(tile_len.max(1)))
             .for_each(|(t, tile)| {
-                tile.fill(MaybeUninit::new(0.0));
+                // Only the last tile can have fewer pixels: zeros past them.
+                if (t + 1) * SPARSE_PIXELS > m {
+                    tile.fill(MaybeUninit::new(0.0));
+                }
                 // SAFETY: the tile holds `tile_len` values.
                 unsafe { transpose_tile(lhs, k, t * SPARSE_PIXELS, tile.as_mut_ptr().cast()) }
             });
     };
-    let m = lhs.len() / k.max(1);
-    // SAFETY: each tile is zeroed, then written.
+    // SAFETY: each tile's pixels are written, and the last one's padding zeroed.
     unsafe { Aligned::written_by(m.div_ceil(SPARSE_PIXELS) * tile_len, fill) }
 }
 
