@@ -41,6 +41,8 @@ pub struct Options {
 pub struct Analysis {
     pub report: Report,
     pub png: Vec<u8>,
+    /// The pose of every analysed frame, for debugging and evaluation dumps.
+    pub samples: Vec<PoseSample>,
 }
 
 /// Analyses the video at `path`; `load_estimator` is called only once the video
@@ -71,9 +73,12 @@ pub fn analyze_video(
         }
         _ => info.fps,
     };
-    let window = summary.swing_window().ok_or(SwingError::NoSwing(
+    let mut window = summary.swing_window().ok_or(SwingError::NoSwing(
         "no motion that could be a swing in the video",
     ))?;
+    if std::env::var_os("GOLFTRACKER_WHOLE_CLIP").is_some() {
+        window = (0.0, f64::INFINITY);
+    }
     eprintln!(
         "analyze: motion pass ({motion_device}) over {frames} frames in {:.2} s; swing window {:.2}-{:.2} s",
         started.elapsed().as_secs_f64(),
@@ -122,7 +127,11 @@ pub fn analyze_video(
     };
     let png = plot::render(&report, &samples, &thumbs)?;
     eprintln!("analyze: done in {:.2} s", started.elapsed().as_secs_f64());
-    Ok(Analysis { report, png })
+    Ok(Analysis {
+        report,
+        png,
+        samples,
+    })
 }
 
 /// Decodes `reader` on a thread of its own, scaled to `size`, and hands the

@@ -32,6 +32,9 @@ enum Command {
         view: String,
         #[arg(long)]
         left_handed: bool,
+        /// Where to write the pose of every analysed frame (JSON), for debugging.
+        #[arg(long)]
+        poses: Option<PathBuf>,
     },
     /// Analyse one SwingAnalysis in a Job (inputs from the environment).
     Run,
@@ -66,6 +69,7 @@ fn analyze_file(
     model: Option<PathBuf>,
     view: &str,
     left_handed: bool,
+    poses: Option<&Path>,
 ) -> Result<(), Error> {
     let options = analyze::Options {
         view: swing::CameraView::from_spec(view),
@@ -82,6 +86,21 @@ fn analyze_file(
     std::fs::write(json, serde_json::to_vec_pretty(&analysis.report)?)?;
     if let Some(plot) = plot {
         std::fs::write(plot, &analysis.png)?;
+    }
+    if let Some(poses) = poses {
+        let frames: Vec<serde_json::Value> = analysis
+            .samples
+            .iter()
+            .map(|s| {
+                let keypoints = s.pose.as_ref().map(|p| {
+                    let points: Vec<[f32; 3]> =
+                        p.keypoints.iter().map(|k| [k.x, k.y, k.confidence]).collect();
+                    serde_json::json!({"score": p.score, "keypoints": points})
+                });
+                serde_json::json!({"frame": s.frame, "time_s": s.time_s, "pose": keypoints})
+            })
+            .collect();
+        std::fs::write(poses, serde_json::to_vec(&frames)?)?;
     }
     Ok(())
 }
@@ -117,7 +136,16 @@ fn main() -> ExitCode {
             model,
             view,
             left_handed,
-        } => analyze_file(&video, &json, plot.as_deref(), model, &view, left_handed),
+            poses,
+        } => analyze_file(
+            &video,
+            &json,
+            plot.as_deref(),
+            model,
+            &view,
+            left_handed,
+            poses.as_deref(),
+        ),
         Command::Run => tokio::runtime::Runtime::new()
             .map_err(Error::Io)
             .and_then(|runtime| runtime.block_on(job::run(load_model))),

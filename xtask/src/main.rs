@@ -3,6 +3,7 @@
 mod crds;
 mod demo;
 mod env;
+mod eval_swings;
 mod models;
 mod system;
 mod test;
@@ -38,6 +39,17 @@ enum Task {
     /// The whole system on this machine: local control plane, operator, quickstart
     /// stack, and a sample swing analysed with the `golftracker` CLI.
     Demo,
+    /// Run the worker over labelled real swings (DIR/labels.csv) and score each event.
+    EvalSwings {
+        /// Folder with the clips and their labels.csv.
+        dir: std::path::PathBuf,
+        /// Only the clips whose `split` column has this value (e.g. tune, report).
+        #[arg(long)]
+        split: Option<String>,
+        /// A worker binary to run instead of building this workspace's.
+        #[arg(long)]
+        worker: Option<std::path::PathBuf>,
+    },
     /// Everything CI runs: installs what is missing, then format, lints and all tests.
     Test,
 }
@@ -48,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         Task::Env { command } => env::run(command),
         Task::Demo => demo::run(),
         Task::Test => test::run(),
+        Task::EvalSwings { dir, split, worker } => eval_swings::run(&dir, split.as_deref(), worker),
         Task::Models { dir } => models::run(&dir.map_or_else(models::default_dir, Ok)?),
     }
 }
