@@ -1,5 +1,6 @@
 //! The analysis pipeline of one video: motion pass over every frame, pose model
-//! over the swing window only, events and metrics, report JSON and PNG.
+//! over the whole clip (a phone clip) or the swing window of a long one,
+//! events and metrics, report JSON and PNG.
 //!
 //! The video is decoded twice rather than buffered: the first pass needs only
 //! tiny frames (decoded without deblocking), the second decodes up to the end
@@ -8,18 +9,18 @@
 //! of its own, a few frames ahead of the motion pass or the pose model.
 
 use std::ops::ControlFlow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use golftracker_results_db::Report;
+use golftracker_results_db::{Report, SlowMotion};
 
 use crate::Error;
 use crate::decode::{Limits, VideoReader, fit_within};
 use crate::frame::Frame;
-use crate::motion::MotionPass;
+use crate::motion::{MotionPass, WHOLE_CLIP_S};
 use crate::plot::{self, Thumbnail};
-use crate::pose::PoseEstimator;
+use crate::pose::{Keypoint, Pose, PoseEstimator};
 use crate::swing::{self, CameraView, PoseSample, SwingError};
 
 /// Frames decoded ahead of their consumer (bounds the frames held in memory).
@@ -30,19 +31,20 @@ const MOTION_SIDE: u32 = 160;
 /// more resolution would only cost scaling time.
 const POSE_SIDE: u32 = 960;
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Camera view from the spec; `None` infers it from the pose.
     pub view: Option<CameraView>,
     pub left_handed: bool,
     pub limits: Limits,
+    /// Where to write the pose of every analysed frame (JSON), before the swing
+    /// logic runs, so that a refused clip can be looked into too.
+    pub poses_out: Option<PathBuf>,
 }
 
 pub struct Analysis {
     pub report: Report,
     pub png: Vec<u8>,
-    /// The pose of every analysed frame, for debugging and evaluation dumps.
-    pub samples: Vec<PoseSample>,
 }
 
 /// Analyses the video at `path`; `load_estimator` is called only once the video
@@ -73,22 +75,28 @@ pub fn analyze_video(
         }
         _ => info.fps,
     };
-    let mut window = summary.swing_window().ok_or(SwingError::NoSwing(
+    let burst = summary.swing_window().ok_or(SwingError::NoSwing(
         "no motion that could be a swing in the video",
     ))?;
-    if std::env::var_os("GOLFTRACKER_WHOLE_CLIP").is_some() {
-        window = (0.0, f64::INFINITY);
-    }
+    let clip_s = summary.times.last().copied().unwrap_or(0.0);
+    let window = if clip_s <= WHOLE_CLIP_S {
+        (0.0, f64::INFINITY)
+    } else {
+        burst
+    };
     eprintln!(
-        "analyze: motion pass ({motion_device}) over {frames} frames in {:.2} s; swing window {:.2}-{:.2} s",
+        "analyze: motion pass ({motion_device}) over {frames} frames in {:.2} s; motion {:.2}-{:.2} s, pose over {:.2}-{:.2} s",
         started.elapsed().as_secs_f64(),
+        burst.0,
+        burst.1,
         window.0,
-        window.1
+        window.1.min(clip_s)
     );
 
+    let unusual_motion = summary.unusual_motion();
     let mut estimator = load_estimator()?;
     let (pw, ph) = fit_within(info.width, info.height, POSE_SIDE);
-    let region = summary.region(window, pw, ph);
+    let region = summary.region(burst, pw, ph);
     let pose_started = Instant::now();
     let mut samples = Vec::new();
     let mut thumbs = Vec::new();
@@ -100,6 +108,7 @@ pub fn analyze_video(
             frame: frame.index as u64,
             time_s: frame.time_s,
             pose,
+            motion: unusual_motion.get(frame.index).copied(),
         });
         Ok(())
     })?;
@@ -110,6 +119,9 @@ pub fn analyze_video(
         pose_started.elapsed().as_secs_f64()
     );
 
+    if let Some(path) = &options.poses_out {
+        write_poses(path, &samples)?;
+    }
     let swing = swing::analyze(&samples, options.view, options.left_handed)?;
     let report = Report {
         fps,
@@ -124,14 +136,64 @@ pub fn analyze_video(
         downswing_ms: Some(swing.downswing_ms),
         metrics: swing.metrics,
         recommendations: swing.recommendations,
+        slow_motion: swing.slow_motion_factor.map(|factor| SlowMotion {
+            factor,
+            confidence: 0.6,
+            source: "downswing_duration".to_string(),
+        }),
+        swings_seen: Some(swing.swings_seen as u32),
     };
     let png = plot::render(&report, &samples, &thumbs)?;
     eprintln!("analyze: done in {:.2} s", started.elapsed().as_secs_f64());
-    Ok(Analysis {
-        report,
-        png,
-        samples,
-    })
+    Ok(Analysis { report, png })
+}
+
+/// The pose track as JSON: `[{"frame", "time_s", "pose": null | {"score",
+/// "keypoints": [[x, y, confidence]; 17]}}]`.
+fn write_poses(path: &Path, samples: &[PoseSample]) -> Result<(), Error> {
+    let frames: Vec<serde_json::Value> = samples
+        .iter()
+        .map(|s| {
+            let pose = s.pose.as_ref().map(|p| {
+                let points: Vec<[f32; 3]> =
+                    p.keypoints.iter().map(|k| [k.x, k.y, k.confidence]).collect();
+                serde_json::json!({"score": p.score, "keypoints": points})
+            });
+            serde_json::json!({"frame": s.frame, "time_s": s.time_s, "pose": pose, "motion": s.motion})
+        })
+        .collect();
+    std::fs::write(path, serde_json::to_vec(&frames)?)?;
+    Ok(())
+}
+
+/// Reads a pose track written by [`write_poses`].
+pub fn read_poses(path: &Path) -> Result<Vec<PoseSample>, Error> {
+    #[derive(serde::Deserialize)]
+    struct Sample {
+        frame: u64,
+        time_s: f64,
+        pose: Option<Found>,
+        #[serde(default)]
+        motion: Option<f32>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Found {
+        score: f32,
+        keypoints: [[f32; 3]; 17],
+    }
+    let samples: Vec<Sample> = serde_json::from_slice(&std::fs::read(path)?)?;
+    Ok(samples
+        .into_iter()
+        .map(|s| PoseSample {
+            frame: s.frame,
+            time_s: s.time_s,
+            pose: s.pose.map(|p| Pose {
+                score: p.score,
+                keypoints: p.keypoints.map(|[x, y, confidence]| Keypoint { x, y, confidence }),
+            }),
+            motion: s.motion,
+        })
+        .collect())
 }
 
 /// Decodes `reader` on a thread of its own, scaled to `size`, and hands the

@@ -341,6 +341,7 @@ pub fn synthetic_track(seed: u64) -> (Vec<PoseSample>, SwingEvents, SwingParams)
                 frame,
                 time_s,
                 pose,
+                motion: None,
             }
         })
         .collect();

@@ -95,6 +95,7 @@ impl JobInputs {
                     .and_then(CameraView::from_spec),
                 left_handed: handedness == "left",
                 limits: Limits::default(),
+                poses_out: None,
             },
         })
     }
@@ -261,7 +262,7 @@ async fn analyse_and_upload(
     if let Some(expected) = &inputs.model_sha256 {
         verify_sha256(&model, expected)?;
     }
-    let options = inputs.options;
+    let options = inputs.options.clone();
     let analysis = tokio::task::spawn_blocking(move || {
         analyze::analyze_video(&video, || load_model(&model), options)
     })

@@ -36,6 +36,15 @@ enum Command {
         #[arg(long)]
         poses: Option<PathBuf>,
     },
+    /// Run only the swing logic on a pose track written by `analyze --poses`
+    /// (prints the events JSON): for looking into the swing logic without the model.
+    AnalyzePoses {
+        poses: PathBuf,
+        #[arg(long, default_value = "unknown")]
+        view: String,
+        #[arg(long)]
+        left_handed: bool,
+    },
     /// Analyse one SwingAnalysis in a Job (inputs from the environment).
     Run,
     /// Write deterministic synthetic swing clips with ground-truth events.
@@ -75,6 +84,7 @@ fn analyze_file(
         view: swing::CameraView::from_spec(view),
         left_handed,
         limits: decode::Limits::default(),
+        poses_out: poses.map(Path::to_path_buf),
     };
     let load = || {
         let model = model
@@ -86,21 +96,6 @@ fn analyze_file(
     std::fs::write(json, serde_json::to_vec_pretty(&analysis.report)?)?;
     if let Some(plot) = plot {
         std::fs::write(plot, &analysis.png)?;
-    }
-    if let Some(poses) = poses {
-        let frames: Vec<serde_json::Value> = analysis
-            .samples
-            .iter()
-            .map(|s| {
-                let keypoints = s.pose.as_ref().map(|p| {
-                    let points: Vec<[f32; 3]> =
-                        p.keypoints.iter().map(|k| [k.x, k.y, k.confidence]).collect();
-                    serde_json::json!({"score": p.score, "keypoints": points})
-                });
-                serde_json::json!({"frame": s.frame, "time_s": s.time_s, "pose": keypoints})
-            })
-            .collect();
-        std::fs::write(poses, serde_json::to_vec(&frames)?)?;
     }
     Ok(())
 }
@@ -146,6 +141,27 @@ fn main() -> ExitCode {
             left_handed,
             poses.as_deref(),
         ),
+        Command::AnalyzePoses {
+            poses,
+            view,
+            left_handed,
+        } => analyze::read_poses(&poses).and_then(|samples| {
+            let found = swing::analyze(&samples, swing::CameraView::from_spec(&view), left_handed)
+                .map_err(Error::from)?;
+            let events: serde_json::Map<String, serde_json::Value> = found
+                .events
+                .iter()
+                .map(|(e, m)| (e.as_str().to_string(), m.frame.into()))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"view": found.view.as_str(), "events": events,
+                    "tempo_ratio": found.tempo_ratio, "backswing_ms": found.backswing_ms,
+                    "downswing_ms": found.downswing_ms,
+                    "recommendations": found.recommendations.iter().map(|r| r.code.clone()).collect::<Vec<_>>()})
+            );
+            Ok(())
+        }),
         Command::Run => tokio::runtime::Runtime::new()
             .map_err(Error::Io)
             .and_then(|runtime| runtime.block_on(job::run(load_model))),

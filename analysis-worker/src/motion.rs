@@ -154,10 +154,18 @@ impl MotionPass {
 
 /// Seconds of still frames kept on both sides of the motion burst: the event
 /// logic needs the golfer at rest before the takeaway and after the finish.
-const WINDOW_PAD_S: f64 = 0.7;
+/// Before the burst more than after it: a slow takeaway (and any takeaway in
+/// slow motion) moves too little to count as burst, yet holds the address.
+const WINDOW_PAD_BEFORE_S: f64 = 3.0;
+const WINDOW_PAD_AFTER_S: f64 = 1.5;
 /// Longest window around the peak of motion (the downswing).
-const MAX_BEFORE_PEAK_S: f64 = 5.0;
-const MAX_AFTER_PEAK_S: f64 = 3.0;
+/// (A 6x slow-motion swing spends 8 s from address to impact.)
+const MAX_BEFORE_PEAK_S: f64 = 12.0;
+const MAX_AFTER_PEAK_S: f64 = 8.0;
+/// Clips up to this long are analysed whole: the pose of every frame costs
+/// little on a phone clip, and no motion threshold can then cut off a
+/// slow takeaway or a held finish.
+pub const WHOLE_CLIP_S: f64 = 12.0;
 /// Least smoothed unusual motion (grey levels per pixel) a swing reaches.
 /// Sensor noise and encoder pulsing on still H.264 clips reach 0.05-0.08; the
 /// swings of the synthetic clips (640x360 and 1280x720) 0.21-1.1.
@@ -169,7 +177,7 @@ impl MotionSummary {
     /// Motion of each frame beyond what each part of the picture usually
     /// shows: camera shake and noise move the background's edges all clip
     /// long, a swing moves its part of the picture for a second.
-    fn unusual_motion(&self) -> Vec<f32> {
+    pub fn unusual_motion(&self) -> Vec<f32> {
         let n = self.energy.len();
         let cells = self.cell_energy.len() / n.max(1);
         let usual: Vec<f32> = (0..cells)
@@ -250,10 +258,10 @@ impl MotionSummary {
         // around its peak, which bounds the pose work and the keyframes kept.
         let peak_t = self.times[peak_i];
         Some((
-            (self.times[start] - WINDOW_PAD_S)
+            (self.times[start] - WINDOW_PAD_BEFORE_S)
                 .max(self.times[0])
                 .max(peak_t - MAX_BEFORE_PEAK_S),
-            (self.times[end] + WINDOW_PAD_S)
+            (self.times[end] + WINDOW_PAD_AFTER_S)
                 .min(self.times[n - 1])
                 .min(peak_t + MAX_AFTER_PEAK_S),
         ))
@@ -373,8 +381,14 @@ mod tests {
         assert_eq!(summary.energy.len(), 150);
         assert_eq!(summary.energy[0], 0.0);
         let (start, end) = summary.swing_window().expect("a burst of motion");
-        assert!((start - (2.0 - WINDOW_PAD_S)).abs() < 0.1, "start {start}");
-        assert!((end - (3.0 + WINDOW_PAD_S)).abs() < 0.1, "end {end}");
+        assert!(
+            (start - (2.0 - WINDOW_PAD_BEFORE_S).max(0.0)).abs() < 0.1,
+            "start {start}"
+        );
+        assert!(
+            (end - (3.0 + WINDOW_PAD_AFTER_S).min(149.0 / 30.0)).abs() < 0.1,
+            "end {end}"
+        );
         let region = summary.region((start, end), 160, 80).unwrap();
         // Motion spans x 20..60 in the 80-wide frame: 40..120 at twice the size.
         assert!(

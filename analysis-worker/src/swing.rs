@@ -1,20 +1,31 @@
 //! Swing events, metrics and recommendations from COCO keypoint trajectories.
 //!
-//! Everything here is a pure function of the pose track, so it is tested on
-//! synthetic trajectories with exactly known events (see `golfer`).
+//! Everything here is a pure function of the pose track (and the motion
+//! pass's per-frame motion, where measured), so it is tested on synthetic
+//! trajectories with exactly known events (see `golfer`) and measured on
+//! labelled real swings with `cargo xtask eval-swings`.
 //!
 //! The hands (mean of both wrists) carry the events; each detector is tied to
-//! GolfDB's definition of its event:
+//! GolfDB's definition of its event, and every duration is taken relative to
+//! the downswing, so frame rate and slow motion change nothing:
+//! - the swing: a fast descent of the hands from above the waist to the ball,
+//!   after an address; of several, the last (practice swings come first);
 //! - address: the takeaway starts from rest, so the hands' distance from their
-//!   rest position (where they settled, after any forward press) grows
-//!   quadratically; a line fitted to its square root finds the start to a
-//!   fraction of a frame;
+//!   rest position (the last still stretch below the waist) grows
+//!   polynomially; a fit finds the start to a fraction of a frame. On a
+//!   steady camera the picture's motion, where the club head moves first,
+//!   refines it;
 //! - toe-up / mid-follow-through: the hands at the height where the shaft
 //!   is horizontal (1 − cos 55° / 1 − cos 60° of the arm's rise to shoulder height);
 //! - mid-backswing / mid-downswing: the hands crossing shoulder height (lead arm horizontal);
-//! - top: vertex of a parabola fitted to the hands' highest frames;
+//! - top: the end of the hands' highest stretch, where the club turns;
 //! - impact: the hands back at their address position (a V-shaped minimum);
-//! - finish: the hands coming to rest again (mirror of address).
+//! - finish: the hands held still after the follow-through, where
+//!   follow-throughs end.
+//!
+//! Where one event's evidence is missing (a flat backswing never lifts the
+//! hands to toe-up height) it is placed between its neighbours with a low
+//! confidence rather than refusing a real swing.
 
 use std::collections::BTreeMap;
 
@@ -55,6 +66,10 @@ pub struct PoseSample {
     pub frame: u64,
     pub time_s: f64,
     pub pose: Option<Pose>,
+    /// The picture's unusual motion from the previous frame (the motion
+    /// pass's measure), where it was measured: the club head moves before
+    /// the hands do, so on a steady camera it times the takeaway best.
+    pub motion: Option<f32>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -71,8 +86,13 @@ pub struct SwingResult {
     pub view: CameraView,
     pub events: SwingEvents,
     pub tempo_ratio: f64,
+    /// Real time: divided by the slow-motion factor where there is one.
     pub backswing_ms: f64,
     pub downswing_ms: f64,
+    /// Video seconds per real second, where the downswing shows slow motion.
+    pub slow_motion_factor: Option<f64>,
+    /// Full swings seen; the last one is analysed.
+    pub swings_seen: usize,
     pub metrics: BTreeMap<String, Metric>,
     pub recommendations: Vec<Recommendation>,
 }
@@ -87,7 +107,6 @@ const FOLLOW_THROUGH_RISE: f64 = 0.5; // 1 - cos 60°
 /// Distances (in arm lengths) of the hands from rest used for the onset fits at
 /// address and finish (chosen on synthetic seeds 0–199; the benchmark uses others).
 const ADDRESS_FIT: (f64, f64) = (0.02, 0.3);
-const FINISH_FIT: (f64, f64) = (0.02, 0.6);
 /// Rise of the hands (arm lengths) above their lowest point after the
 /// downswing that ends the search for impact.
 const IMPACT_RISE: f64 = 0.5;
@@ -387,109 +406,244 @@ fn settled_after_press(
     None
 }
 
-/// Position of the maximum of a cubic fitted to `(x, y)` points, within their x range
-/// (a cubic, because the backswing slows into the top more gently than the
-/// downswing leaves it).
-fn fitted_peak(points: &[(f64, f64)]) -> Option<f64> {
-    let centre = points.iter().map(|p| p.0).sum::<f64>() / points.len() as f64;
-    let (coef, _) = least_squares(points, |x| {
-        let u = x - centre;
-        [1.0, u, u * u, u * u * u]
-    })?;
-    let (lo, hi) = (points[0].0, points[points.len() - 1].0);
-    let steps = ((hi - lo) / 0.05) as usize;
-    (0..=steps).map(|k| lo + k as f64 * 0.05).max_by(|&a, &b| {
-        let value = |x: f64| {
-            let u = x - centre;
-            coef[0] + coef[1] * u + coef[2] * u * u + coef[3] * u * u * u
-        };
-        value(a).total_cmp(&value(b))
-    })
+/// The eight events of the swing analysed, as fractional track indices in
+/// swing order, with how far each can be trusted.
+#[derive(Debug, Clone)]
+struct FoundEvents {
+    positions: [f64; 8],
+    /// 1 where the event's own detector found it; lower where it was
+    /// placed from its neighbours because its evidence was missing.
+    evidence: [f32; 8],
+    /// Full swings seen in the clip (the last one is analysed).
+    swings_seen: usize,
 }
 
-/// Finds the eight events (as fractional track indices) in swing order.
-fn find_events(track: &Track, view: CameraView) -> Result<[f64; 8], SwingError> {
+/// Fraction of the fastest descent of the hands that marks a downswing.
+const DOWNSWING_SPEED: f64 = 0.4;
+/// Least drop of the hands (torso lengths) from the top to the bottom of a downswing.
+const DOWNSWING_DROP: f64 = 0.8;
+/// How far below their highest point (torso lengths) the hands still count as at the top.
+const TOP_PLATEAU: f64 = 0.06;
+/// Where the finish is searched, and placed without a still pose, in
+/// downswing durations after impact (GolfDB's follow-through takes 1.2–2.8).
+const FINISH_SEARCH: (f64, f64) = (2.2, 4.5);
+const FINISH_DEFAULT: f64 = 3.0;
+/// Hand speed, as a fraction of the downswing's fastest, below which the finish is held.
+const FINISH_STILL: f64 = 0.1;
+
+/// The fast descents of the hands in `height` (torso lengths above the
+/// shoulders): runs of frames where they fall faster than
+/// [`DOWNSWING_SPEED`] of the fastest, merged over single slow frames.
+fn fast_descents(height: &[f64]) -> Vec<(usize, usize)> {
+    let n = height.len();
+    let fall: Vec<f64> = (0..n)
+        .map(|i| {
+            let (a, b) = (i.saturating_sub(1), (i + 1).min(n - 1));
+            (height[a] - height[b]) / (b - a).max(1) as f64
+        })
+        .collect();
+    let fastest = fall.iter().copied().fold(0.0, f64::max);
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for i in (0..n).filter(|&i| fastest > 0.0 && fall[i] >= DOWNSWING_SPEED * fastest) {
+        match runs.last_mut() {
+            Some(last) if i <= last.1 + 2 => last.1 = i,
+            _ => runs.push((i, i)),
+        }
+    }
+    runs
+}
+
+/// How far the motion of the early takeaway must stand above the still
+/// frames' (in their spread) for the motion to time the takeaway.
+const TAKEAWAY_MOTION_SNR: f64 = 10.0;
+/// Share of the rise from the still level to the early takeaway's motion
+/// where the takeaway starts.
+const TAKEAWAY_MOTION_SHARE: f64 = 0.15;
+
+/// The last still frame before the takeaway from the picture's motion, where
+/// the camera is steady enough to tell: followed back from a third of the
+/// way to the top, the motion falls to the level of the frames before
+/// `pose_address` (the pose's estimate). `None` on a shaking or noisy
+/// picture, or without motion measured.
+fn motion_takeaway(motion: &[Option<f32>], pose_address: f64, top: usize) -> Option<f64> {
+    let n = motion.len();
+    let smooth = |i: usize| -> Option<f64> {
+        let (a, b) = (i.saturating_sub(1), (i + 1).min(n - 1));
+        let values: Option<Vec<f32>> = (a..=b).map(|j| motion[j]).collect();
+        values.map(|v| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64)
+    };
+    let address = pose_address.round().max(0.0) as usize;
+    let still: Vec<f64> = (address.saturating_sub(20)..address.saturating_sub(1))
+        .map(smooth)
+        .collect::<Option<_>>()?;
+    if still.len() < 4 {
+        return None;
+    }
+    let level = median(still.clone());
+    let spread = (still.iter().map(|v| (v - level).powi(2)).sum::<f64>() / still.len() as f64)
+        .sqrt()
+        .max(1e-3);
+    let early = address + (top.saturating_sub(address)) * 3 / 10;
+    let moving = smooth(early)?;
+    if (moving - level) / spread < TAKEAWAY_MOTION_SNR {
+        return None;
+    }
+    let threshold = level + TAKEAWAY_MOTION_SHARE * (moving - level);
+    let mut frame = early;
+    while frame > 0 && smooth(frame)? > threshold {
+        frame -= 1;
+    }
+    Some(frame as f64)
+}
+
+/// Finds the eight events (as fractional track indices) of the last full swing.
+fn find_events(
+    track: &Track,
+    motion: &[Option<f32>],
+    view: CameraView,
+) -> Result<FoundEvents, SwingError> {
     let address_power = match view {
         CameraView::FaceOn => 2,
         CameraView::DownTheLine => 4,
     };
     let n = track.len();
-    let rest_frames = (n / 10).clamp(3, 8);
-    let rest = median_point((0..rest_frames).map(|i| track.hands(i)));
-    let shoulder_rest = median_point((0..rest_frames).map(|i| track.shoulders(i)));
-    let arm = rest.dist(shoulder_rest);
-    let rise_span = rest.y - shoulder_rest.y;
-    if arm < 5.0 || rise_span < 3.0 {
-        return Err(SwingError::NoSwing(
-            "the hands do not start below the shoulders",
-        ));
+    let torso = median((0..n).map(|i| track.shoulders(i).dist(track.hips(i))).collect());
+    if torso < 4.0 {
+        return Err(SwingError::NoSwing("the golfer is too small in the picture"));
     }
-    let hands: Vec<P2> = (0..n).map(|i| track.hands(i)).collect();
+    // The hands with a single misplaced frame ignored (median of three).
+    let raw: Vec<P2> = (0..n).map(|i| track.hands(i)).collect();
+    let hands: Vec<P2> = (0..n)
+        .map(|i| {
+            let three = [raw[i.saturating_sub(1)], raw[i], raw[(i + 1).min(n - 1)]];
+            median_point(three.into_iter())
+        })
+        .collect();
+    // Height of the hands above the shoulders, in torso lengths (positive above).
+    let height: Vec<f64> = (0..n)
+        .map(|i| (track.shoulders(i).y - hands[i].y) / torso)
+        .collect();
+
+    // The swings: a fast descent from a top to the bottom. The last one is
+    // analysed (practice swings come first); lowering the club after the
+    // finish is slow, and a waggle does not come from above the shoulders.
+    let descents = fast_descents(&height);
+    let mut swings: Vec<(usize, usize, usize)> = Vec::new(); // (top, start of the descent, bottom)
+    let mut searched_from = 0;
+    for (k, &(start, end)) in descents.iter().enumerate() {
+        let until = descents.get(k + 1).map_or(n, |next| next.0);
+        let top_i = (searched_from..=start)
+            .max_by(|&a, &b| height[a].total_cmp(&height[b]))
+            .unwrap_or(start);
+        let bottom_i = (end..until)
+            .min_by(|&a, &b| height[a].total_cmp(&height[b]))
+            .unwrap_or(end);
+        // A downswing ends with the hands back down at the ball and rising
+        // again into the follow-through (or at the clip's end).
+        let rises_again = (bottom_i..until).any(|i| height[i] > height[bottom_i] + 0.5);
+        // A full swing starts from the hands held low (address): a club
+        // swung back over after the finish has no address before it.
+        let addressed = (searched_from..top_i)
+            .any(|i| (i..(i + 4).min(top_i)).all(|j| height[j] < -0.5));
+        if height[top_i] - height[bottom_i] >= DOWNSWING_DROP
+            && height[top_i] > -0.6
+            && height[bottom_i] < -0.5
+            && (rises_again || until == n)
+            && addressed
+        {
+            swings.push((top_i, start, bottom_i));
+            searched_from = bottom_i;
+        }
+    }
+    // Of several, the fastest downswing is the shot; practice swings come before it.
+    let speed_of = |&(top, _, bottom): &(usize, usize, usize)| {
+        (height[top] - height[bottom]) / (bottom - top).max(1) as f64
+    };
+    let fastest = swings.iter().map(speed_of).fold(0.0, f64::max);
+    swings.retain(|s| speed_of(s) >= 0.6 * fastest);
+    let &(top_i, descent_start, bottom_i) = swings
+        .last()
+        .ok_or(SwingError::NoSwing("the hands never come down fast from above the waist"))?;
+    let swing_from = swings
+        .len()
+        .checked_sub(2)
+        .map_or(0, |previous| swings[previous].2);
+
+    // The top: the end of the hands' highest stretch. The club goes on back
+    // while the hands have stopped rising, and turns when they start down;
+    // a pause at the top is labelled in its middle, and its end is inside it.
+    let mut top_end = top_i;
+    while top_end + 1 < n && height[top_end + 1] >= height[top_i] - TOP_PLATEAU {
+        top_end += 1;
+    }
+    let top = top_end as f64;
+
+    // The address: the hands at rest before the takeaway, in the last
+    // stretch of still frames below the waist before the top. A stretch as
+    // long as the downswing: slow motion stretches both alike.
+    let rest_frames = (bottom_i - top_end).clamp(4, 24);
+    let spread = |from: usize| -> f64 {
+        let centre = median_point((from..from + rest_frames).map(|i| hands[i]));
+        (from..from + rest_frames)
+            .map(|i| hands[i].dist(centre) / torso)
+            .fold(0.0, f64::max)
+    };
+    let low = |from: usize| (from..from + rest_frames).all(|i| height[i] < -0.5);
+    let candidates: Vec<(usize, f64)> = (swing_from..top_i.saturating_sub(rest_frames).max(swing_from))
+        .filter(|&s| s + rest_frames <= n && low(s))
+        .map(|s| (s, spread(s)))
+        .collect();
+    let stillest = candidates.iter().map(|c| c.1).fold(f64::INFINITY, f64::min);
+    let rest_from = candidates
+        .iter()
+        .rev()
+        .find(|c| c.1 <= (1.5 * stillest).max(0.04))
+        .map_or(swing_from, |c| c.0);
+    let rest_span = rest_from..(rest_from + rest_frames).min(n);
+    let rest = median_point(rest_span.clone().map(|i| hands[i]));
+    let shoulder_rest = median_point(rest_span.clone().map(|i| track.shoulders(i)));
+    let arm = rest.dist(shoulder_rest).max(torso);
+    let rise_span = (rest.y - shoulder_rest.y).max(0.5 * torso);
     // Rise of the hands above address, in units of the address→shoulder height.
     let rise: Vec<f64> = hands.iter().map(|h| (rest.y - h.y) / rise_span).collect();
     // Height of the hands above the shoulders (positive above).
     let above_shoulders: Vec<f64> = (0..n).map(|i| track.shoulders(i).y - hands[i].y).collect();
     let from_rest: Vec<f64> = hands.iter().map(|h| h.dist(rest) / arm).collect();
-
-    // The top is the highest point between the hands first rising above the
-    // shoulders and their return to the ball (the finish may be higher still).
-    let first_up = (0..n).find(|&i| rise[i] >= 1.0).ok_or(SwingError::NoSwing(
-        "the hands never rise above the shoulders",
-    ))?;
-    let back_down = (first_up..n)
-        .find(|&i| from_rest[i] < 0.3)
-        .ok_or(SwingError::NoSwing("the hands do not return to the ball"))?;
-    let top_i = (first_up..back_down)
-        .max_by(|&a, &b| rise[a].total_cmp(&rise[b]))
-        .expect("first_up < back_down");
-    // The highest frames around the top, for a sub-frame vertex.
-    let near_top = |i: usize| rise[i] >= rise[top_i] - 0.08;
-    let (mut a, mut b) = (top_i, top_i);
-    while a > 0 && near_top(a - 1) {
-        a -= 1;
-    }
-    while b + 1 < n && near_top(b + 1) {
-        b += 1;
-    }
-    let top_points: Vec<(f64, f64)> = (a.saturating_sub(1)..=(b + 1).min(n - 1))
-        .map(|i| (i as f64, rise[i]))
-        .collect();
-    let top = fitted_peak(&top_points).unwrap_or(top_i as f64);
-
     // The fits start above the keypoint jitter seen while the golfer stands still.
-    let jitter = |dist: &[f64]| median(dist[..rest_frames].to_vec());
-    let above_jitter = |range: (f64, f64), dist: &[f64]| (range.0.max(3.0 * jitter(dist)), range.1);
-    let address_range = above_jitter(ADDRESS_FIT, &from_rest);
+    let jitter = median(rest_span.clone().map(|i| from_rest[i]).collect());
+    let address_range = (ADDRESS_FIT.0.max(3.0 * jitter), ADDRESS_FIT.1);
     // After a press the takeaway starts from where the hands settled, not from
-    // where they were at the clip's start; impact returns there.
-    let address_hands = settled_after_press(&from_rest, top_i, address_range)
-        .map_or(rest, |settled| median_point(settled.map(|i| hands[i])));
+    // where they were at rest; impact returns there.
+    let local = |values: &[f64]| values[rest_from..=top_i].to_vec();
+    let address_hands = settled_after_press(&local(&from_rest), top_i - rest_from, address_range)
+        .map_or(rest, |settled| {
+            median_point(settled.map(|i| hands[rest_from + i]))
+        });
     let from_address: Vec<f64> = hands.iter().map(|h| h.dist(address_hands) / arm).collect();
-    let address = onset(&from_address[..=top_i], top_i, address_power, address_range).ok_or(
-        SwingError::NoSwing("the golfer is not at rest before the takeaway"),
-    )?;
+    let mut evidence = [1.0f32; 8];
+    let address = onset(&local(&from_address), top_i - rest_from, address_power, address_range)
+        .map(|a| a + rest_from as f64)
+        .unwrap_or_else(|| {
+            evidence[0] = 0.3;
+            rest_span.end.saturating_sub(1) as f64
+        });
+    let address = motion_takeaway(motion, address, top_i).unwrap_or(address);
     let start = address.ceil() as usize;
-    let toe_up = crossing(&rise, TOE_UP_RISE, true, start, top_i + 1)
-        .ok_or(SwingError::NoSwing("no toe-up position in the backswing"))?;
-    let mid_backswing = crossing(&above_shoulders, 0.0, true, start, top_i + 1)
-        .ok_or(SwingError::NoSwing("no mid-backswing position"))?;
-    let mid_downswing = crossing(&above_shoulders, 0.0, false, top_i, n).ok_or(
-        SwingError::NoSwing("the hands do not come down after the top"),
-    )?;
 
     // Impact: the first minimum of the distance to the address position after
-    // mid-downswing, the hands going clearly away again (by IMPACT_RISE) ending
+    // the top, the hands going clearly away again (by IMPACT_RISE) ending
     // it, so that one misplaced wrist on the way down does not.
-    let from = mid_downswing.ceil() as usize;
     let mut lowest = f64::INFINITY;
-    let impact_i = (from..n)
+    let impact_i = (top_end + 1..n)
         .take_while(|&i| {
             lowest = lowest.min(from_address[i]);
             from_address[i] <= lowest + IMPACT_RISE
         })
         .min_by(|&x, &y| from_address[x].total_cmp(&from_address[y]))
-        .filter(|&i| from_address[i] < 0.3)
-        .ok_or(SwingError::NoSwing("the hands do not return to the ball"))?;
+        .ok_or(SwingError::NoSwing("the clip ends at the top of the swing"))?;
+    if from_address[impact_i] >= 0.5 {
+        evidence[5] = 0.4;
+    }
     let impact = if impact_i > 0 && impact_i + 1 < n {
         // Vertex of the V through the minimum and its neighbours.
         let (l, m, r) = (
@@ -506,43 +660,88 @@ fn find_events(track: &Track, view: CameraView) -> Result<[f64; 8], SwingError> 
     } else {
         impact_i as f64
     };
-    let mid_follow_through = crossing(&rise, FOLLOW_THROUGH_RISE, true, impact_i + 1, n)
-        .ok_or(SwingError::NoSwing("no follow-through after impact"))?;
 
-    let finish_rest = median_point((n - rest_frames..n).map(|i| hands[i]));
-    let to_finish: Vec<f64> = hands
-        .iter()
-        .rev()
-        .map(|h| h.dist(finish_rest) / arm)
+    // The finish: the hands held still after the follow-through, searched
+    // where follow-throughs end in downswing durations (slow motion and
+    // frame rate alike); without a held pose, the usual follow-through's end.
+    // The downswing's duration without a pause at the top.
+    let downswing = (impact - top.max(descent_start as f64 - 1.0)).max(1.0);
+    let w = ((downswing / 4.0).round() as usize).max(1);
+    let speed: Vec<f64> = (0..n)
+        .map(|i| {
+            let (a, b) = (i.saturating_sub(w), (i + w).min(n - 1));
+            hands[b].dist(hands[a]) / torso / (b - a).max(1) as f64
+        })
         .collect();
-    let follow_i = mid_follow_through.ceil() as usize;
-    // At the finish the arms are far from hanging, so both views see the
-    // angle linearly.
-    let finish_range = above_jitter(FINISH_FIT, &to_finish);
-    let finish = onset(
-        &to_finish[..n - follow_i],
-        n - 1 - follow_i,
-        2,
-        finish_range,
-    )
-    .map(|reversed| (n - 1) as f64 - reversed)
-    .unwrap_or((n - 1) as f64);
+    let fastest = (top_end..=impact_i).map(|i| speed[i]).fold(0.0, f64::max);
+    let search = (
+        (impact + FINISH_SEARCH.0 * downswing).round() as usize,
+        (impact + FINISH_SEARCH.1 * downswing).round() as usize,
+    );
+    let finish = (search.0..=search.1.min(n - 1))
+        .find(|&i| speed[i] < FINISH_STILL * fastest)
+        .map(|i| i as f64)
+        .unwrap_or_else(|| {
+            evidence[7] = 0.5;
+            (impact + FINISH_DEFAULT * downswing).min((n - 1) as f64)
+        });
 
-    let events = [
+    // The positions between, where their evidence is there; else placed
+    // at their usual share of the phase (GolfDB's averages).
+    let mut between = |k: usize, found: Option<f64>, from: f64, to: f64, share: f64| {
+        found.filter(|p| *p >= from && *p <= to).unwrap_or_else(|| {
+            evidence[k] = 0.3;
+            from + (to - from) * share
+        })
+    };
+    let toe_up = between(
+        1,
+        crossing(&rise, TOE_UP_RISE, true, start, top_i + 1),
         address,
-        toe_up,
-        mid_backswing,
         top,
-        mid_downswing,
+        0.45,
+    );
+    let mid_backswing = between(
+        2,
+        crossing(&above_shoulders, 0.0, true, start, top_i + 1),
+        toe_up,
+        top,
+        0.4,
+    );
+    let mid_downswing = between(
+        4,
+        crossing(&above_shoulders, 0.0, false, top_end, n),
+        top,
         impact,
-        mid_follow_through,
+        0.55,
+    );
+    let mid_follow_through = between(
+        6,
+        crossing(&rise, FOLLOW_THROUGH_RISE, true, impact_i + 1, n),
+        impact,
         finish,
-    ];
-    if events.windows(2).any(|w| w[1] < w[0]) {
-        return Err(SwingError::NoSwing("the swing positions are out of order"));
-    }
-    Ok(events)
+        0.2,
+    );
+    Ok(FoundEvents {
+        positions: [
+            address,
+            toe_up,
+            mid_backswing,
+            top,
+            mid_downswing,
+            impact,
+            mid_follow_through,
+            finish,
+        ],
+        evidence,
+        swings_seen: swings.len(),
+    })
 }
+
+/// A downswing longer than this on the video is slow motion.
+const SLOW_MOTION_DOWNSWING_S: f64 = 0.5;
+/// The typical real downswing the slow-motion factor is taken against.
+const REAL_DOWNSWING_S: f64 = 0.28;
 
 /// How reliable each detector is on its own, folded into the event confidence
 /// together with the wrist keypoints' confidence.
@@ -555,7 +754,9 @@ pub fn analyze(
 ) -> Result<SwingResult, SwingError> {
     let track = Track::new(samples)?;
     let view = view.unwrap_or_else(|| infer_view(&track, 0));
-    let positions = find_events(&track, view)?;
+    let motion: Vec<Option<f32>> = samples.iter().map(|s| s.motion).collect();
+    let found = find_events(&track, &motion, view)?;
+    let positions = found.positions;
     let last = samples.len() - 1;
     let index = |p: f64| (p.round().max(0.0) as usize).min(last);
     let marks: [EventMark; 8] = std::array::from_fn(|k| {
@@ -563,7 +764,7 @@ pub fn analyze(
         EventMark {
             frame: samples[i].frame,
             time_s: samples[i].time_s,
-            confidence: EVENT_RELIABILITY[k] * track.wrist_confidence(i),
+            confidence: EVENT_RELIABILITY[k] * found.evidence[k] * track.wrist_confidence(i),
         }
     });
     // Phase durations from the sub-frame positions, in the samples' own timestamps.
@@ -579,14 +780,21 @@ pub fn analyze(
     }
     let [address, _, _, top, _, impact, _, _] = positions.map(index);
     let tempo_ratio = backswing_s / downswing_s;
+    // A downswing takes 0.2–0.35 s at real speed (GolfDB's and our labelled
+    // clips): one that takes much longer on the video is slow motion.
+    let slow_motion_factor =
+        (downswing_s > SLOW_MOTION_DOWNSWING_S).then(|| downswing_s / REAL_DOWNSWING_S);
+    let real = slow_motion_factor.unwrap_or(1.0);
     let metrics = measure(&track, samples, view, left_handed, address, top, impact);
     let recommendations = recommend(tempo_ratio, &metrics);
     Ok(SwingResult {
         view,
         events: SwingEvents::from_ordered(marks),
         tempo_ratio,
-        backswing_ms: backswing_s * 1000.0,
-        downswing_ms: downswing_s * 1000.0,
+        backswing_ms: backswing_s * 1000.0 / real,
+        downswing_ms: downswing_s * 1000.0 / real,
+        slow_motion_factor,
+        swings_seen: found.swings_seen,
         metrics,
         recommendations,
     })
@@ -743,7 +951,23 @@ fn measure(
     metrics
 }
 
-/// Plain advice where a metric is far from what good swings show.
+/// Tempo ratios outside this range get advice. Tour swings measure 2.5–4 on
+/// our real set, and one frame at 30 fps moves a 8-frame downswing's ratio
+/// by 12 %: only a tempo well outside what good swings show is a fault.
+const TEMPO_ADVICE: (f64, f64) = (2.0, 4.6);
+/// Hips moving toward the ball by impact (body heights, down the line):
+/// Tour swings measure up to about 0.05 in 2D.
+const EARLY_EXTENSION_ADVICE: f64 = 0.07;
+/// Head moving sideways in the backswing (body heights, face-on): Tour
+/// swings move the head up to about 0.06 (a turn shifts the nose).
+const HEAD_SWAY_ADVICE: f64 = 0.09;
+/// Least confidence of a metric that advice is given on.
+const ADVICE_CONFIDENCE: f32 = 0.5;
+
+/// Plain advice where a metric is far from what good swings show, in the
+/// view it is measured in. The lead arm's bend is not advised on: face-on
+/// foreshortens the arm at the top (it points at the camera), so every Tour
+/// swing of our real set measured "bent". Nothing is better than a false fault.
 fn recommend(tempo_ratio: f64, metrics: &BTreeMap<String, Metric>) -> Vec<Recommendation> {
     let mut advice = Vec::new();
     let mut say = |code: &str, message: String, value: f64| {
@@ -753,7 +977,7 @@ fn recommend(tempo_ratio: f64, metrics: &BTreeMap<String, Metric>) -> Vec<Recomm
             value,
         });
     };
-    if tempo_ratio < 2.5 {
+    if tempo_ratio < TEMPO_ADVICE.0 {
         say(
             "tempo_quick_backswing",
             format!(
@@ -762,7 +986,7 @@ fn recommend(tempo_ratio: f64, metrics: &BTreeMap<String, Metric>) -> Vec<Recomm
             ),
             tempo_ratio,
         );
-    } else if tempo_ratio > 3.6 {
+    } else if tempo_ratio > TEMPO_ADVICE.1 {
         say(
             "tempo_slow_backswing",
             format!(
@@ -775,10 +999,10 @@ fn recommend(tempo_ratio: f64, metrics: &BTreeMap<String, Metric>) -> Vec<Recomm
     let value = |name: &str| {
         metrics
             .get(name)
-            .filter(|m| m.confidence >= 0.3)
+            .filter(|m| m.confidence >= ADVICE_CONFIDENCE)
             .map(|m| m.value)
     };
-    if let Some(v) = value("early_extension").filter(|v| *v > 0.03) {
+    if let Some(v) = value("early_extension").filter(|v| *v > EARLY_EXTENSION_ADVICE) {
         say(
             "early_extension",
             format!(
@@ -789,7 +1013,7 @@ fn recommend(tempo_ratio: f64, metrics: &BTreeMap<String, Metric>) -> Vec<Recomm
             v,
         );
     }
-    if let Some(v) = value("head_sway").filter(|v| v.abs() > 0.04) {
+    if let Some(v) = value("head_sway").filter(|v| v.abs() > HEAD_SWAY_ADVICE) {
         say(
             "head_sway",
             format!(
@@ -797,13 +1021,6 @@ fn recommend(tempo_ratio: f64, metrics: &BTreeMap<String, Metric>) -> Vec<Recomm
                  Turn around a steady head.",
                 v.abs() * 100.0
             ),
-            v,
-        );
-    }
-    if let Some(v) = value("lead_arm_bend_at_top").filter(|v| *v > 35.0) {
-        say(
-            "lead_arm_bend",
-            format!("The lead arm bends {v:.0}° at the top; a straighter lead arm widens the arc."),
             v,
         );
     }
@@ -925,6 +1142,7 @@ mod tests {
                 frame,
                 time_s: frame as f64 / 30.0,
                 pose: None,
+                motion: None,
             })
             .collect();
         assert_eq!(

@@ -9,7 +9,7 @@ mod report;
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
-pub use report::{EventMark, Metric, Recommendation, Report, SwingEvent, SwingEvents};
+pub use report::{EventMark, Metric, Recommendation, Report, SlowMotion, SwingEvent, SwingEvents};
 
 /// The embedded migrations (`results-db/migrations`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

@@ -152,6 +152,25 @@ pub struct Report {
     pub downswing_ms: Option<f64>,
     pub metrics: BTreeMap<String, Metric>,
     pub recommendations: Vec<Recommendation>,
+    /// Set when the video plays slower than real time: the backswing and
+    /// downswing milliseconds above are then real time, the frames and
+    /// `time_s` of the events the video's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_motion: Option<SlowMotion>,
+    /// Full swings seen in the clip; the last one is the one analysed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swings_seen: Option<u32>,
+}
+
+/// How much slower than real time a video plays, and how that was found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlowMotion {
+    /// Video seconds per real second (e.g. 4 for 120 fps played at 30).
+    pub factor: f64,
+    /// 0..=1.
+    pub confidence: f32,
+    /// What the factor comes from, e.g. `downswing_duration`.
+    pub source: String,
 }
 
 #[cfg(test)]
@@ -192,6 +211,8 @@ mod tests {
                 message: "keep the head still".into(),
                 value: 0.05,
             }],
+            slow_motion: None,
+            swings_seen: Some(1),
         };
         let json = serde_json::to_value(&report).unwrap();
         let events = json["events"].as_object().unwrap();
@@ -201,6 +222,11 @@ mod tests {
         assert_eq!(keys, expected);
         assert_eq!(json["events"]["mid_follow_through"]["frame"], 60);
         assert_eq!(json["recommendations"][0]["code"], "head_sway");
+        assert!(
+            json.get("slow_motion").is_none(),
+            "left out at real speed"
+        );
+        assert_eq!(json["swings_seen"], 1);
         assert_eq!(json["tempo_ratio"], 3.0);
         let back: Report = serde_json::from_value(json).unwrap();
         assert_eq!(back, report);

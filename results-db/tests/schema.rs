@@ -53,6 +53,8 @@ fn report(tempo: f64, metrics: &[&str]) -> Report {
             message: "slow down".into(),
             value: tempo,
         }],
+        slow_motion: None,
+        swings_seen: Some(1),
     }
 }
 
