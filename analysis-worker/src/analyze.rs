@@ -189,7 +189,9 @@ pub fn read_poses(path: &Path) -> Result<Vec<PoseSample>, Error> {
             time_s: s.time_s,
             pose: s.pose.map(|p| Pose {
                 score: p.score,
-                keypoints: p.keypoints.map(|[x, y, confidence]| Keypoint { x, y, confidence }),
+                keypoints: p
+                    .keypoints
+                    .map(|[x, y, confidence]| Keypoint { x, y, confidence }),
             }),
             motion: s.motion,
         })

@@ -507,9 +507,15 @@ fn find_events(
         CameraView::DownTheLine => 4,
     };
     let n = track.len();
-    let torso = median((0..n).map(|i| track.shoulders(i).dist(track.hips(i))).collect());
+    let torso = median(
+        (0..n)
+            .map(|i| track.shoulders(i).dist(track.hips(i)))
+            .collect(),
+    );
     if torso < 4.0 {
-        return Err(SwingError::NoSwing("the golfer is too small in the picture"));
+        return Err(SwingError::NoSwing(
+            "the golfer is too small in the picture",
+        ));
     }
     // The hands with a single misplaced frame ignored (median of three).
     let raw: Vec<P2> = (0..n).map(|i| track.hands(i)).collect();
@@ -543,8 +549,8 @@ fn find_events(
         let rises_again = (bottom_i..until).any(|i| height[i] > height[bottom_i] + 0.5);
         // A full swing starts from the hands held low (address): a club
         // swung back over after the finish has no address before it.
-        let addressed = (searched_from..top_i)
-            .any(|i| (i..(i + 4).min(top_i)).all(|j| height[j] < -0.5));
+        let addressed =
+            (searched_from..top_i).any(|i| (i..(i + 4).min(top_i)).all(|j| height[j] < -0.5));
         if height[top_i] - height[bottom_i] >= DOWNSWING_DROP
             && height[top_i] > -0.6
             && height[bottom_i] < -0.5
@@ -561,9 +567,9 @@ fn find_events(
     };
     let fastest = swings.iter().map(speed_of).fold(0.0, f64::max);
     swings.retain(|s| speed_of(s) >= 0.6 * fastest);
-    let &(top_i, descent_start, bottom_i) = swings
-        .last()
-        .ok_or(SwingError::NoSwing("the hands never come down fast from above the waist"))?;
+    let &(top_i, descent_start, bottom_i) = swings.last().ok_or(SwingError::NoSwing(
+        "the hands never come down fast from above the waist",
+    ))?;
     let swing_from = swings
         .len()
         .checked_sub(2)
@@ -589,7 +595,8 @@ fn find_events(
             .fold(0.0, f64::max)
     };
     let low = |from: usize| (from..from + rest_frames).all(|i| height[i] < -0.5);
-    let candidates: Vec<(usize, f64)> = (swing_from..top_i.saturating_sub(rest_frames).max(swing_from))
+    let candidates: Vec<(usize, f64)> = (swing_from
+        ..top_i.saturating_sub(rest_frames).max(swing_from))
         .filter(|&s| s + rest_frames <= n && low(s))
         .map(|s| (s, spread(s)))
         .collect();
@@ -621,12 +628,17 @@ fn find_events(
         });
     let from_address: Vec<f64> = hands.iter().map(|h| h.dist(address_hands) / arm).collect();
     let mut evidence = [1.0f32; 8];
-    let address = onset(&local(&from_address), top_i - rest_from, address_power, address_range)
-        .map(|a| a + rest_from as f64)
-        .unwrap_or_else(|| {
-            evidence[0] = 0.3;
-            rest_span.end.saturating_sub(1) as f64
-        });
+    let address = onset(
+        &local(&from_address),
+        top_i - rest_from,
+        address_power,
+        address_range,
+    )
+    .map(|a| a + rest_from as f64)
+    .unwrap_or_else(|| {
+        evidence[0] = 0.3;
+        rest_span.end.saturating_sub(1) as f64
+    });
     let address = motion_takeaway(motion, address, top_i).unwrap_or(address);
     let start = address.ceil() as usize;
 

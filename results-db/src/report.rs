@@ -222,10 +222,7 @@ mod tests {
         assert_eq!(keys, expected);
         assert_eq!(json["events"]["mid_follow_through"]["frame"], 60);
         assert_eq!(json["recommendations"][0]["code"], "head_sway");
-        assert!(
-            json.get("slow_motion").is_none(),
-            "left out at real speed"
-        );
+        assert!(json.get("slow_motion").is_none(), "left out at real speed");
         assert_eq!(json["swings_seen"], 1);
         assert_eq!(json["tempo_ratio"], 3.0);
         let back: Report = serde_json::from_value(json).unwrap();

@@ -120,8 +120,8 @@ struct Totals {
 
 pub fn run(dir: &Path, split: Option<&str>, worker: Option<PathBuf>) -> anyhow::Result<()> {
     let labels = dir.join("labels.csv");
-    let mut reader = csv::Reader::from_path(&labels)
-        .with_context(|| format!("reading {}", labels.display()))?;
+    let mut reader =
+        csv::Reader::from_path(&labels).with_context(|| format!("reading {}", labels.display()))?;
     let rows: Vec<LabelRow> = reader
         .deserialize()
         .collect::<Result<_, _>>()
@@ -195,8 +195,7 @@ fn analyze(worker: &Path, dir: &Path, out: &Path, row: LabelRow) -> anyhow::Resu
     let seconds = started.elapsed().as_secs_f64();
     let result = if output.status.success() {
         let bytes = std::fs::read(&json)?;
-        Ok(serde_json::from_slice(&bytes)
-            .with_context(|| format!("report of {}", row.file))?)
+        Ok(serde_json::from_slice(&bytes).with_context(|| format!("report of {}", row.file))?)
     } else {
         let stderr = String::from_utf8_lossy(&output.stderr);
         Err(stderr
