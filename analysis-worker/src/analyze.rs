@@ -96,7 +96,7 @@ pub fn analyze_video(
     let unusual_motion = summary.unusual_motion();
     let mut estimator = load_estimator()?;
     let (pw, ph) = fit_within(info.width, info.height, POSE_SIDE);
-    let region = summary.region(burst, pw, ph);
+    let region = summary.burst().and_then(|b| summary.region(b, pw, ph));
     let pose_started = Instant::now();
     let mut samples = Vec::new();
     let mut thumbs = Vec::new();

@@ -165,7 +165,7 @@ const MAX_AFTER_PEAK_S: f64 = 8.0;
 /// Clips up to this long are analysed whole: the pose of every frame costs
 /// little on a phone clip, and no motion threshold can then cut off a
 /// slow takeaway or a held finish.
-pub const WHOLE_CLIP_S: f64 = 12.0;
+pub const WHOLE_CLIP_S: f64 = 30.0;
 /// Least smoothed unusual motion (grey levels per pixel) a swing reaches.
 /// Sensor noise and encoder pulsing on still H.264 clips reach 0.05-0.08; the
 /// swings of the synthetic clips (640x360 and 1280x720) 0.21-1.1.
@@ -204,6 +204,30 @@ impl MotionSummary {
     /// The time span of the swing: the largest burst of unusual motion above
     /// the background (noise, camera shake), padded with still frames.
     pub fn swing_window(&self) -> Option<(f64, f64)> {
+        let (start, end, peak_i) = self.burst_frames()?;
+        let n = self.times.len();
+        // A swing lasts seconds: a longer burst (people walking by) is cut
+        // around its peak, which bounds the pose work and the keyframes kept.
+        let peak_t = self.times[peak_i];
+        Some((
+            (self.times[start] - WINDOW_PAD_BEFORE_S)
+                .max(self.times[0])
+                .max(peak_t - MAX_BEFORE_PEAK_S),
+            (self.times[end] + WINDOW_PAD_AFTER_S)
+                .min(self.times[n - 1])
+                .min(peak_t + MAX_AFTER_PEAK_S),
+        ))
+    }
+
+    /// The burst of motion itself, unpadded: where the golfer's region is
+    /// measured, so still frames add no background flicker to it.
+    pub fn burst(&self) -> Option<(f64, f64)> {
+        let (start, end, _) = self.burst_frames()?;
+        Some((self.times[start], self.times[end]))
+    }
+
+    /// First frame, last frame and peak frame of the largest burst.
+    fn burst_frames(&self) -> Option<(usize, usize, usize)> {
         let n = self.energy.len();
         if n < 3 {
             return None;
@@ -254,17 +278,7 @@ impl MotionSummary {
         let total = |&(a, b): &(usize, usize)| smooth[a..=b].iter().sum::<f32>();
         let &(start, end) = bursts.iter().max_by(|x, y| total(x).total_cmp(&total(y)))?;
         let peak_i = (start..=end).max_by(|&a, &b| smooth[a].total_cmp(&smooth[b]))?;
-        // A swing lasts seconds: a longer burst (people walking by) is cut
-        // around its peak, which bounds the pose work and the keyframes kept.
-        let peak_t = self.times[peak_i];
-        Some((
-            (self.times[start] - WINDOW_PAD_BEFORE_S)
-                .max(self.times[0])
-                .max(peak_t - MAX_BEFORE_PEAK_S),
-            (self.times[end] + WINDOW_PAD_AFTER_S)
-                .min(self.times[n - 1])
-                .min(peak_t + MAX_AFTER_PEAK_S),
-        ))
+        Some((start, end, peak_i))
     }
 
     /// Where the motion of the window was, as a region in a `width`×`height`
@@ -416,8 +430,8 @@ mod tests {
             pass.push(&f).unwrap();
         }
         let summary = pass.finish().unwrap();
-        let window = summary.swing_window().expect("a burst of motion");
-        let region = summary.region(window, w, h).unwrap();
+        let burst = summary.burst().expect("a burst of motion");
+        let region = summary.region(burst, w, h).unwrap();
         assert!(
             region.x > 5.0 && region.x + region.width < 75.0,
             "the region follows the square, not the horizon: {region:?}"
